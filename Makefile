@@ -1,0 +1,56 @@
+# flask-stacks: run, test and compare Flask deployment stacks. `make` lists the targets.
+# Every target that needs Docker first runs scripts/setup.sh (instant once all is there).
+
+SHELL  := /bin/bash
+STACKS := $(sort $(patsubst stacks/%/compose.yaml,%,$(wildcard stacks/*/compose.yaml)))
+STACK  ?=
+PYTEST_ARGS ?=
+
+VENV   := .venv/bin
+# base images chosen by setup (official, or local stand-ins where no registry answers)
+COMPOSE = set -a && . ./.images.env && set +a && docker compose -f stacks/$(STACK)/compose.yaml
+
+.DEFAULT_GOAL := help
+.PHONY: help setup offline-images up down logs ps test test-unit check-stack
+
+help: ## list targets and stacks
+	@echo "usage: make <target> [STACK=<name>]"
+	@echo
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+	@echo
+	@echo "stacks:"
+	@for s in $(STACKS); do printf '  %s\n' "$$s"; done
+
+setup: ## install what is missing: Docker engine, Compose, base images, test venv
+	@scripts/setup.sh all
+
+offline-images: ## build the local stand-ins for python and nginx and use them
+	@scripts/setup.sh standins
+
+check-stack:
+	@if [ -z "$(STACK)" ] || [ ! -f "stacks/$(STACK)/compose.yaml" ]; then \
+	  echo "STACK='$(STACK)' is not a stack. Use one of: $(STACKS)" >&2; \
+	  echo "  e.g. make $(MAKECMDGOALS) STACK=nginx-uwsgi-socket" >&2; exit 2; fi
+
+up: check-stack ## build and start STACK, wait until healthy, print its URL
+	@scripts/setup.sh docker
+	@$(COMPOSE) up --build --detach --wait --wait-timeout 180
+	@$(COMPOSE) ps --format '{{.Service}}{{range .Publishers}}{{if .PublishedPort}} http://{{.URL}}:{{.PublishedPort}}/{{end}}{{end}}' \
+	  | awk 'NF > 1 { print "$(STACK) is up: " $$2 " (" $$1 ")" }'
+
+down: check-stack ## stop STACK and remove its containers, network and volumes
+	@$(COMPOSE) down --volumes --remove-orphans
+
+logs: check-stack ## follow STACK's logs
+	@$(COMPOSE) logs --follow --tail 100
+
+ps: check-stack ## show STACK's containers and their health
+	@$(COMPOSE) ps
+
+test: ## run every test: the app's unit tests, then each stack brought up and checked
+	@scripts/setup.sh all
+	$(VENV)/pytest $(PYTEST_ARGS)
+
+test-unit: ## run the tests that need no Docker (the app itself)
+	@scripts/setup.sh venv
+	$(VENV)/pytest tests/unit $(PYTEST_ARGS)

