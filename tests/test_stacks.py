@@ -86,6 +86,14 @@ def test_nginx_config_is_what_the_name_says(stack):
     assert "server_tokens off;" in config
 
 
+def test_debug_mode_only_in_flask_dev(stack):
+    logs = stack.logs("app")
+    if stack.name == "flask-dev":
+        assert "DEVELOPMENT ONLY" in logs and "This is a development server" in logs
+    else:
+        assert "DEVELOPMENT ONLY" not in logs, f"{stack.name} runs Flask in debug mode"
+
+
 def test_client_address_and_scheme_survive_the_proxy(stack, base_url):
     # a client forging its address and scheme: ProxyFix must trust only nginx's own hop
     forged = {"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https"}

@@ -58,6 +58,17 @@ def test_whoami_names_uwsgi(client):
     assert body["server"] == "uWSGI/2.0.31"
 
 
+def test_debug_mode_is_announced(monkeypatch, caplog):
+    monkeypatch.setenv("FLASK_DEBUG", "1")
+    assert create_app().debug
+    assert "DEVELOPMENT ONLY" in caplog.text
+
+
+def test_debug_is_off_by_default(monkeypatch):
+    monkeypatch.delenv("FLASK_DEBUG", raising=False)
+    assert not create_app().debug
+
+
 @pytest.mark.parametrize("value", ["two", "-1", "1.5", ""])
 def test_bad_proxy_count_stops_the_start(monkeypatch, value):
     monkeypatch.setenv("PROXY_COUNT", value)

@@ -40,6 +40,11 @@ def create_app() -> Flask:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = _env_int("MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, 1)
     app.json.sort_keys = False
+    if app.debug:  # FLASK_DEBUG=1, as `flask run --debug` sets: say so where operators look
+        app.logger.warning(
+            "DEVELOPMENT ONLY: debug mode is on (interactive debugger, reloader). "
+            "Never serve this to a network; use an nginx stack."
+        )
 
     proxies = _env_int("PROXY_COUNT", 1, 0)
     if proxies:

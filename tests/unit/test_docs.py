@@ -1,0 +1,35 @@
+"""The READMEs tell the truth about the stacks: every stack documented, files and ports real."""
+
+import re
+
+import pytest
+
+from conftest import ROOT, STACKS, publish_var
+
+README = (ROOT / "README.md").read_text()
+
+
+def default_publish(stack: str) -> str:
+    """The default `127.0.0.1:PORT` of a stack's published port, from its compose file."""
+    compose = (ROOT / "stacks" / stack / "compose.yaml").read_text()
+    match = re.search(r"\$\{" + publish_var(stack) + r":-([0-9.]+:[0-9]+)\}", compose)
+    assert match, f"{stack}: compose.yaml publishes no port through ${{{publish_var(stack)}:-...}}"
+    return match.group(1)
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_stack_is_in_the_top_readme_with_its_port(stack):
+    row = next((line for line in README.splitlines() if f"[{stack}](stacks/{stack}/)" in line), None)
+    assert row, f"README.md's stack table lacks {stack}"
+    port = default_publish(stack).rsplit(":", 1)[1]
+    assert f"| {port} |" in row, f"README.md gives {stack} another port than {port}: {row}"
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_stack_readme_names_real_files_and_its_url(stack):
+    folder = ROOT / "stacks" / stack
+    readme = (folder / "README.md").read_text()
+    for name in re.findall(r"^\| `([^`]+)` \|", readme, flags=re.MULTILINE):
+        assert (folder / name).exists(), f"stacks/{stack}/README.md names {name}, which does not exist"
+    assert f"http://{default_publish(stack)}/" in readme, f"{stack}: README shows another URL"
+    assert f"make up STACK={stack}" in readme
