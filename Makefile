@@ -11,7 +11,10 @@ VENV   := .venv/bin
 COMPOSE = set -a && . ./.images.env && set +a && docker compose -f stacks/$(STACK)/compose.yaml
 
 .DEFAULT_GOAL := help
-.PHONY: help setup offline-images up down logs ps test test-unit check-stack
+FAMILIES := $(patsubst docker-compose.%.yml,%,$(wildcard docker-compose.*.yml))
+
+.PHONY: help setup offline-images up down logs ps test test-unit check-stack \
+        $(addprefix up-,$(FAMILIES)) $(addprefix down-,$(FAMILIES))
 
 help: ## list targets and stacks
 	@echo "usage: make <target> [STACK=<name>]"
@@ -20,6 +23,9 @@ help: ## list targets and stacks
 	@echo
 	@echo "stacks:"
 	@for s in $(STACKS); do printf '  %s\n' "$$s"; done
+	@echo
+	@echo "server families (docker-compose.<family>.yml; make up-<family>, make down-<family>):"
+	@for f in $(FAMILIES); do printf '  %s\n' "$$f"; done
 
 setup: ## install what is missing: Docker engine, Compose, base images, test venv
 	@scripts/setup.sh all
@@ -46,6 +52,15 @@ logs: check-stack ## follow STACK's logs
 
 ps: check-stack ## show STACK's containers and their health
 	@$(COMPOSE) ps
+
+$(addprefix up-,$(FAMILIES)): up-%: # bring a server family's stacks up at once
+	@scripts/setup.sh docker
+	@set -a && . ./.images.env && set +a && docker compose -f docker-compose.$*.yml up --build --detach --wait --wait-timeout 180
+	@docker compose -f docker-compose.$*.yml ps --format '{{.Service}}{{range .Publishers}}{{if .PublishedPort}} http://{{.URL}}:{{.PublishedPort}}/{{end}}{{end}}' \
+	  | awk 'NF > 1 { print $$1 ": " $$2 }'
+
+$(addprefix down-,$(FAMILIES)): down-%: # stop a server family, remove its containers and volumes
+	@docker compose -f docker-compose.$*.yml down --volumes --remove-orphans
 
 test: ## run every test: the app's unit tests, then each stack brought up and checked
 	@scripts/setup.sh all

@@ -1,14 +1,16 @@
 """Fixtures that bring a stack's compose project up for a test module and always take it down.
 
-`stack` (module scope) -> a running compose project under a unique name, on a host port the
+`stack` (module scope) -> a running compose project under a unique name, on host ports the
 OS picked -> `base_url`. Stacks are discovered from stacks/*/compose.yaml: a new stack
-directory is tested without editing a list.
+directory is tested without editing a list. A module about one stack narrows the fixture
+with `pytestmark = only("<stack>")`.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import uuid
 from dataclasses import dataclass, field
@@ -18,6 +20,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 STACKS = sorted(p.parent.name for p in ROOT.glob("stacks/*/compose.yaml"))
+FAMILIES = sorted(p.name for p in ROOT.glob("docker-compose.*.yml"))
 UP_TIMEOUT = 300  # seconds; the first run builds the app image
 
 
@@ -38,22 +41,37 @@ def publish_var(stack: str) -> str:
     return stack.upper().replace("-", "_") + "_PUBLISH"
 
 
+def ephemeral_ports() -> dict[str, str]:
+    """Every *_PUBLISH variable of every stack set to 127.0.0.1:0: the OS picks free ports, so
+    tests never collide with each other or with a stack a user has up."""
+    names = set()
+    for compose in ROOT.glob("stacks/*/compose.yaml"):
+        names.update(re.findall(r"\$\{([A-Z0-9_]+_PUBLISH):-", compose.read_text()))
+    return dict.fromkeys(sorted(names), "127.0.0.1:0")
+
+
+def only(*names: str):
+    """Module mark: run this module's tests against these stacks only."""
+    return pytest.mark.parametrize("stack", names, indirect=True, scope="module")
+
+
 @dataclass
 class Stack:
     """A compose project of one stack, under a unique project name."""
 
     name: str
+    compose_file: Path
     project: str
     env: dict[str, str]
     failed: bool = field(default=False)
 
     @property
-    def compose_file(self) -> Path:
-        return ROOT / "stacks" / self.name / "compose.yaml"
-
-    @property
     def behind_nginx(self) -> bool:
         return "nginx" in self.services()
+
+    def app_services(self) -> list[str]:
+        """The app-server services (app, or app1 and app2 in the pair)."""
+        return [name for name in self.services() if "nginx" not in name]
 
     def compose(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
         cmd = ["docker", "compose", "-f", str(self.compose_file), "-p", self.project, *args]
@@ -67,21 +85,25 @@ class Stack:
     def exec(self, service: str, *cmd: str, check: bool = True) -> str:
         return self.compose("exec", "-T", service, *cmd, check=check).stdout
 
-    def logs(self, service: str = "") -> str:
-        args = ["logs", "--no-color", "--no-log-prefix"] + ([service] if service else [])
-        return self.compose(*args, check=False).stdout
+    def logs(self, *services: str) -> str:
+        return self.compose("logs", "--no-color", "--no-log-prefix", *services, check=False).stdout
 
-    def base_url(self) -> str:
-        """URL of the stack's front door: nginx if it has one, else its only published port."""
-        rows = [json.loads(line) for line in self.compose("ps", "--format", "json").stdout.splitlines() if line]
-        published = {
-            row["Service"]: f"http://{p['URL']}:{p['PublishedPort']}"
+    def published(self) -> dict[tuple[str, int], str]:
+        """(service, container port) -> http://127.0.0.1:<host port> for every published port."""
+        out = self.compose("ps", "--format", "json").stdout
+        rows = [json.loads(line) for line in out.splitlines() if line]
+        return {
+            (row["Service"], p["TargetPort"]): f"http://{p['URL']}:{p['PublishedPort']}"
             for row in rows
             for p in row.get("Publishers") or []
             if p.get("PublishedPort")
         }
-        if "nginx" in published:
-            return published["nginx"]
+
+    def base_url(self) -> str:
+        """URL of the stack's front door: nginx if it has one, else its only published port."""
+        published = self.published()
+        if ("nginx", 8080) in published:
+            return published["nginx", 8080]
         assert len(published) == 1, f"{self.name}: expected one published port, got {published}"
         return next(iter(published.values()))
 
@@ -123,11 +145,13 @@ def pytest_runtest_makereport(item, call):
     return report
 
 
-def start_stack(name: str, **env: str) -> Stack:
+def start_stack(name: str, compose_file: Path | None = None) -> Stack:
+    """`docker compose up --build --wait` under a unique project name; fails with the logs."""
     stack = Stack(
         name=name,
-        project=f"fs-test-{name}-{uuid.uuid4().hex[:6]}",
-        env={**os.environ, **images_env(), publish_var(name): "127.0.0.1:0", **env},
+        compose_file=compose_file or ROOT / "stacks" / name / "compose.yaml",
+        project=f"fs-test-{name.replace('.', '-')}-{uuid.uuid4().hex[:6]}",
+        env={**os.environ, **images_env(), **ephemeral_ports()},
     )
     result = stack.compose(
         "up", "--build", "--detach", "--wait", "--wait-timeout", str(UP_TIMEOUT),

@@ -20,6 +20,9 @@ STATIC_FILE = ROOT / "shared/app/flask_stacks/static/hello.txt"
 IDENTITY = [
     ("flask-dev", "Werkzeug/", None),
     ("uwsgi-socket", "uWSGI/", r"uwsgi_pass\s+unix:/run/uwsgi/uwsgi\.sock;"),
+    ("uwsgi-tcp", "uWSGI/", r"uwsgi_pass\s+app:3031;"),
+    ("gunicorn", "gunicorn/", r"proxy_pass\s+http://app:8000;"),
+    ("load-balanced-pair", "uWSGI/", r"server\s+app1:3031\b[^;]*;\s*server\s+app2:3031\b"),
 ]
 
 
@@ -87,7 +90,7 @@ def test_nginx_config_is_what_the_name_says(stack):
 
 
 def test_debug_mode_only_in_flask_dev(stack):
-    logs = stack.logs("app")
+    logs = stack.logs(*stack.app_services())
     if stack.name == "flask-dev":
         assert "DEVELOPMENT ONLY" in logs and "This is a development server" in logs
     else:
@@ -132,8 +135,9 @@ def test_static_file_served(stack, base_url):
         assert response.headers.get("Cache-Control") == "max-age=3600", response.headers
         marker = f"/static/hello.txt?probe={time.time_ns()}"
         assert get(base_url, marker).status_code == 200
-        wait_for_log(stack, "nginx", marker)
-        assert marker not in stack.logs("app"), f"{stack.name}: the app saw a static request"
+        line = wait_for_log(stack, "nginx", marker)
+        assert line.endswith("upstream=-"), f"{stack.name}: nginx passed a static file upstream: {line}"
+        assert marker not in stack.logs(*stack.app_services()), f"{stack.name}: the app saw it"
     else:
         assert response.headers.get("Cache-Control") == "no-cache"
 

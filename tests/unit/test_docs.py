@@ -29,7 +29,9 @@ def test_stack_is_in_the_top_readme_with_its_port(stack):
 def test_stack_readme_names_real_files_and_its_url(stack):
     folder = ROOT / "stacks" / stack
     readme = (folder / "README.md").read_text()
-    for name in re.findall(r"^\| `([^`]+)` \|", readme, flags=re.MULTILINE):
+    files = re.search(r"^## Files\n(.*?)^## ", readme, flags=re.MULTILINE | re.DOTALL)
+    assert files, f"stacks/{stack}/README.md has no '## Files' section"
+    for name in re.findall(r"^\| `([^`]+)` \|", files.group(1), flags=re.MULTILINE):
         assert (folder / name).exists(), f"stacks/{stack}/README.md names {name}, which does not exist"
     assert f"http://{default_publish(stack)}/" in readme, f"{stack}: README shows another URL"
     assert f"make up STACK={stack}" in readme

@@ -1,0 +1,37 @@
+"""Gunicorn for the nginx-gunicorn-gevent stack: gevent workers behind nginx.
+
+Every setting: https://docs.gunicorn.org/en/stable/settings.html
+"""
+
+import multiprocessing
+import os
+
+wsgi_app = "wsgi:application"
+
+# Server socket
+bind = "0.0.0.0:8000"  # the compose network only: compose publishes nginx, not this port
+backlog = 1024  # pending connections; nginx opens one per request
+
+# Worker processes
+workers = int(os.environ.get("GUNICORN_WORKERS", multiprocessing.cpu_count()))  # one per core
+worker_class = "gevent"  # each worker serves many requests at once while they wait on I/O
+worker_connections = 1000  # concurrent requests per worker
+timeout = 30  # for gevent a heartbeat: a worker whose event loop is blocked 30 s is restarted
+graceful_timeout = 30  # SIGTERM: in-flight requests get 30 s, inside compose's 35 s grace period
+keepalive = 2  # nginx opens a new connection per request (no upstream keepalive): default is enough
+max_requests = 5000  # recycle a worker now and then, bounding slow memory leaks
+max_requests_jitter = 500  # so the workers do not all restart at the same moment
+worker_tmp_dir = "/dev/shm"  # heartbeat file on tmpfs: on overlayfs it can stall into WORKER TIMEOUT
+
+# Server mechanics
+control_socket_disable = True  # Gunicorn 27's control socket: unused here, and $HOME is not writable
+
+# Proxy: this port is reachable only from the compose network, where nginx is the one client.
+# The app's ProxyFix (PROXY_COUNT=1) decides the client address; this lets Gunicorn accept
+# nginx's X-Forwarded-Proto too.
+forwarded_allow_ips = "*"
+
+# Logging, to stdout/stderr for `docker compose logs`
+accesslog = "-"
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}i)s'
+errorlog = "-"

@@ -1,0 +1,35 @@
+"""nginx-uwsgi-tcp: uwsgi protocol over TCP, never published; stats for the operator only."""
+
+import requests
+
+from conftest import only
+from shutdown import assert_stop_drains
+
+pytestmark = only("nginx-uwsgi-tcp")
+
+
+def test_only_nginx_and_stats_are_published_and_on_loopback(stack):
+    published = stack.published()
+    assert set(published) == {("nginx", 8080), ("app", 9191)}, published
+    assert all(url.startswith("http://127.0.0.1:") for url in published.values()), published
+
+
+def test_uwsgi_speaks_its_protocol_not_http(stack):
+    # port 3031 answers the uwsgi protocol (the healthcheck), and is no HTTP server
+    assert "200 OK" in stack.exec("app", "healthcheck", "uwsgi://127.0.0.1:3031")
+    probe = stack.exec("app", "healthcheck", "http://127.0.0.1:3031/healthz", check=False)
+    assert "200" not in probe
+
+
+def test_stats_show_the_workers(stack):
+    stats = requests.get(stack.published()["app", 9191], timeout=10).json()
+    cores = int(stack.exec("app", "nproc").strip())
+    assert len(stats["workers"]) == cores, f"want one worker per core ({cores}): {stats['workers']}"
+    assert all(len(worker["cores"]) == 2 for worker in stats["workers"])  # threads = 2
+    # reachable on the compose network too, as the seeds use it
+    inside = stack.exec("nginx", "curl", "-fsS", "http://app:9191/")
+    assert '"workers"' in inside
+
+
+def test_stop_drains_in_flight_requests(stack, base_url):
+    assert_stop_drains(stack, base_url)
