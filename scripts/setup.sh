@@ -122,15 +122,28 @@ saved_images_ok() {
   local key value
   while IFS='=' read -r key value; do
     [ -z "${!key:-}" ] || [ "${!key}" = "$value" ] || return 1
+    case $value in  # a stand-in built from older files is stale
+      flask-stacks-standin/python:*) [ "$value" = "$PYTHON_STANDIN" ] || return 1 ;;
+      flask-stacks-standin/nginx:*) [ "$value" = "$NGINX_STANDIN" ] || return 1 ;;
+    esac
     image_present "$value" || return 1
   done <"$IMAGES_ENV"
 }
 
+# A stand-in's tag carries a hash of its build files: editing them builds a new one.
+standin_tag() {
+  local hash
+  hash=$(cd "shared/docker/standins/$1" && find . -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-8)
+  echo "flask-stacks-standin/$1:$2-$hash"
+}
+
 ensure_images() {
+  PYTHON_STANDIN=$(standin_tag python "3.13-slim-$STANDIN_SUITE")
+  NGINX_STANDIN=$(standin_tag nginx "$STANDIN_SUITE")
   saved_images_ok && return 0
   local env
-  env=$(resolve_image PYTHON_IMAGE "$DEFAULT_PYTHON_IMAGE" python "flask-stacks-standin/python:3.13-slim-$STANDIN_SUITE"
-        resolve_image NGINX_IMAGE "$DEFAULT_NGINX_IMAGE" nginx "flask-stacks-standin/nginx:$STANDIN_SUITE")
+  env=$(resolve_image PYTHON_IMAGE "$DEFAULT_PYTHON_IMAGE" python "$PYTHON_STANDIN"
+        resolve_image NGINX_IMAGE "$DEFAULT_NGINX_IMAGE" nginx "$NGINX_STANDIN")
   if [ "$env" != "$(cat "$IMAGES_ENV" 2>/dev/null)" ]; then
     printf '%s\n' "$env" >"$IMAGES_ENV"
     log "base images: $(echo "$env" | tr '\n' ' ')"

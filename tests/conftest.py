@@ -12,6 +12,7 @@ import json
 import os
 import re
 import subprocess
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,10 +74,14 @@ class Stack:
         """The app-server services (app, or app1 and app2 in the pair)."""
         return [name for name in self.services() if "nginx" not in name]
 
-    def compose(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+    def compose(
+        self, *args: str, check: bool = True, timeout: float = 120, env: dict | None = None
+    ) -> subprocess.CompletedProcess:
+        """Run `docker compose` on this project; `env` adds variables for this call only."""
         cmd = ["docker", "compose", "-f", str(self.compose_file), "-p", self.project, *args]
         return subprocess.run(
-            cmd, env=self.env, capture_output=True, text=True, check=check, timeout=timeout
+            cmd, env={**self.env, **(env or {})}, capture_output=True, text=True,
+            check=check, timeout=timeout,
         )
 
     def services(self) -> list[str]:
@@ -87,6 +92,23 @@ class Stack:
 
     def logs(self, *services: str) -> str:
         return self.compose("logs", "--no-color", "--no-log-prefix", *services, check=False).stdout
+
+    def inspect(self, service: str) -> dict:
+        """`docker inspect` of the service's (first) container."""
+        container = self.compose("ps", "--all", "--quiet", service).stdout.split()[0]
+        out = subprocess.run(["docker", "inspect", container], capture_output=True, text=True, check=True)
+        return json.loads(out.stdout)[0]
+
+    def wait_for_log(self, service: str, needle: str, timeout: float = 5.0) -> str:
+        """The first log line of `service` containing `needle` (nginx flushes its log every second)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for line in self.logs(service).splitlines():
+                if needle in line:
+                    return line
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.name}: no {service} log line with {needle!r} in {timeout} s")
+            time.sleep(0.3)
 
     def published(self) -> dict[tuple[str, int], str]:
         """(service, container port) -> http://127.0.0.1:<host port> for every published port."""

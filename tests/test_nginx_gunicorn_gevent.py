@@ -1,10 +1,9 @@
-"""nginx-gunicorn-gevent: gevent patched in time, slow requests overlap, stop drains."""
+"""nginx-gunicorn-gevent: gevent patched in time, slow requests overlap."""
 
 import re
 import time
 
 from conftest import only
-from shutdown import assert_stop_drains
 from traffic import fetch_many, summary
 
 pytestmark = only("nginx-gunicorn-gevent")
@@ -38,6 +37,3 @@ def test_access_log_carries_the_request_id(stack, base_url):
         assert time.monotonic() < deadline, "Gunicorn did not log the request id"
         time.sleep(0.2)
 
-
-def test_stop_drains_in_flight_requests(stack, base_url):
-    assert_stop_drains(stack, base_url)

@@ -1,7 +1,6 @@
-"""nginx-uwsgi-socket: the socket is shared through a group, never world-writable; stop drains."""
+"""nginx-uwsgi-socket: the socket is shared through a group, never world-writable."""
 
 from conftest import only
-from shutdown import assert_stop_drains
 
 pytestmark = only("nginx-uwsgi-socket")
 
@@ -23,6 +22,3 @@ def test_processes_are_not_root(stack):
 def test_no_app_port_is_published(stack):
     assert [key for key in stack.published() if key[0] != "nginx"] == []
 
-
-def test_stop_drains_in_flight_requests(stack, base_url):
-    assert_stop_drains(stack, base_url)

@@ -3,7 +3,6 @@
 import requests
 
 from conftest import only
-from shutdown import assert_stop_drains
 
 pytestmark = only("nginx-uwsgi-tcp")
 
@@ -30,6 +29,3 @@ def test_stats_show_the_workers(stack):
     inside = stack.exec("nginx", "curl", "-fsS", "http://app:9191/")
     assert '"workers"' in inside
 
-
-def test_stop_drains_in_flight_requests(stack, base_url):
-    assert_stop_drains(stack, base_url)

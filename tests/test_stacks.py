@@ -33,18 +33,6 @@ def identity(stack: Stack) -> tuple[str, str | None]:
     pytest.skip(f"{stack.name}: its name matches no entry of IDENTITY in {__file__}")
 
 
-def wait_for_log(stack: Stack, service: str, needle: str, timeout: float = 5.0) -> str:
-    """The first log line of `service` containing `needle` (nginx flushes its log every second)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        for line in stack.logs(service).splitlines():
-            if needle in line:
-                return line
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{stack.name}: no {service} log line with {needle!r} in {timeout} s")
-        time.sleep(0.3)
-
-
 def get(base_url: str, path: str, **kwargs) -> requests.Response:
     return requests.get(base_url + path, timeout=10, **kwargs)
 
@@ -106,7 +94,7 @@ def test_client_address_and_scheme_survive_the_proxy(stack, base_url):
     assert body["client"] != "203.0.113.7", f"{stack.name}: forged X-Forwarded-For was trusted"
     if stack.behind_nginx:
         # the address Flask reports is the one nginx logged as $remote_addr for this request
-        line = wait_for_log(stack, "nginx", "rid=" + response.headers["X-Request-ID"])
+        line = stack.wait_for_log("nginx", "rid=" + response.headers["X-Request-ID"])
         assert line.split()[0] == body["client"], f"{stack.name}: nginx saw {line!r}, Flask {body}"
 
 
@@ -135,7 +123,7 @@ def test_static_file_served(stack, base_url):
         assert response.headers.get("Cache-Control") == "max-age=3600", response.headers
         marker = f"/static/hello.txt?probe={time.time_ns()}"
         assert get(base_url, marker).status_code == 200
-        line = wait_for_log(stack, "nginx", marker)
+        line = stack.wait_for_log("nginx", marker)
         assert line.endswith("upstream=-"), f"{stack.name}: nginx passed a static file upstream: {line}"
         assert marker not in stack.logs(*stack.app_services()), f"{stack.name}: the app saw it"
     else:

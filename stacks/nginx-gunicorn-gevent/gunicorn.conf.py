@@ -23,6 +23,10 @@ max_requests = 5000  # recycle a worker now and then, bounding slow memory leaks
 max_requests_jitter = 500  # so the workers do not all restart at the same moment
 worker_tmp_dir = "/dev/shm"  # heartbeat file on tmpfs: on overlayfs it can stall into WORKER TIMEOUT
 
+# Request limits, matched to nginx's large_client_header_buffers 4 16k
+limit_request_field_size = 16384  # one header up to 16 KB: an 8 KB cookie works (default 8190)
+limit_request_line = 8190  # Gunicorn's maximum; longer request lines get 400
+
 # Server mechanics
 control_socket_disable = True  # Gunicorn 27's control socket: unused here, and $HOME is not writable
 

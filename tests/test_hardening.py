@@ -1,0 +1,269 @@
+"""Production hardening, asserted on every stack: containers, nginx limits and headers, static
+files, bad input, the ALLOWED_IPS allow-list, graceful stop.
+
+Tests run in file order per stack; the last ones recreate and stop services.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import time
+
+import pytest
+import requests
+
+from conftest import Stack
+from traffic import Background
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "strict-origin-when-cross-origin",
+}
+# A worker that died or was killed shows up in its server's log with one of these.
+WORKER_DEATH = re.compile(r"DAMN ! worker|HARAKIRI|Worker \(pid:\d+\) was sent|WORKER TIMEOUT|Traceback")
+
+
+def needs_nginx(stack: Stack) -> None:
+    if not stack.behind_nginx:
+        pytest.skip(f"{stack.name} has no nginx (development only)")
+
+
+def raw_request(base_url: str, data: bytes, timeout: float = 10) -> tuple[int, bytes]:
+    """Send bytes as they are (no client library fixes them up); return (status, response)."""
+    host, port = base_url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        sock.sendall(data)
+        response = b""
+        while chunk := sock.recv(65536):
+            response += chunk
+    status_line = response.split(b"\r\n", 1)[0].decode("latin-1")
+    match = re.match(r"HTTP/1\.[01] (\d{3})", status_line)
+    assert match, f"no HTTP status line in {response[:200]!r}"
+    return int(match.group(1)), response
+
+
+# --- containers ------------------------------------------------------------------------------
+
+
+def test_every_process_is_unprivileged(stack):
+    for service in stack.services():
+        status = stack.exec(service, "sh", "-c", "cat /proc/[0-9]*/status")
+        for block in status.split("Name:")[1:]:
+            name = block.split()[0]
+            fields = dict(re.findall(r"^(\w+):\s*(.*)$", block, flags=re.MULTILINE))
+            uids = fields["Uid"].split()
+            assert "0" not in uids, f"{stack.name}/{service}: {name} runs as root ({uids})"
+            assert int(fields["CapEff"], 16) == 0, f"{stack.name}/{service}: {name} has capabilities"
+            assert int(fields["CapPrm"], 16) == 0, f"{stack.name}/{service}: {name} may gain capabilities"
+            assert fields["NoNewPrivs"] == "1", f"{stack.name}/{service}: {name} may gain privileges"
+
+
+def test_root_filesystems_are_read_only(stack):
+    for service in stack.services():
+        config = stack.inspect(service)["HostConfig"]
+        assert config["ReadonlyRootfs"], f"{stack.name}/{service}: root filesystem is writable"
+        assert config["CapDrop"] == ["ALL"], f"{stack.name}/{service}: {config['CapDrop']}"
+        assert not config.get("CapAdd"), f"{stack.name}/{service}: adds {config['CapAdd']}"
+        probe = stack.compose("exec", "-T", service, "touch", "/etc/probe", check=False)
+        assert probe.returncode != 0 and "Read-only file system" in probe.stderr, probe
+
+
+# --- nginx: headers and limits ---------------------------------------------------------------
+
+
+def test_security_headers_on_every_response(stack, base_url):
+    needs_nginx(stack)
+    responses = {
+        "app page": requests.get(base_url + "/", timeout=10),
+        "static file": requests.get(base_url + "/static/hello.txt", timeout=10),
+        "app 404": requests.get(base_url + "/no/such/page", timeout=10),
+        "nginx 404": requests.get(base_url + "/static/missing.txt", timeout=10),
+        "nginx 413": requests.post(base_url + "/echo", data=b"x" * (11 * 1024 * 1024), timeout=30),
+    }
+    for what, response in responses.items():
+        for header, value in SECURITY_HEADERS.items():
+            assert response.headers.get(header) == value, f"{stack.name} {what}: {header}"
+        assert response.headers["Server"] == "nginx", f"{stack.name} {what}: version leaked"
+        assert re.fullmatch(r"[0-9a-f]{32}", response.headers["X-Request-ID"]), what
+    assert b"nginx/" not in responses["nginx 404"].content
+
+
+def test_body_over_limit_never_reaches_the_app(stack, base_url):
+    needs_nginx(stack)
+    response = requests.post(base_url + "/echo", data=b"x" * (11 * 1024 * 1024), timeout=30)
+    assert response.status_code == 413
+    line = stack.wait_for_log("nginx", "rid=" + response.headers["X-Request-ID"])
+    assert line.endswith("upstream=-"), f"{stack.name}: nginx passed the body upstream: {line}"
+
+
+def test_an_8kb_cookie_works(stack, base_url):
+    cookie = "session=" + "a" * 8192
+    response = requests.get(base_url + "/whoami", headers={"Cookie": cookie}, timeout=10)
+    assert response.status_code == 200, f"{stack.name}: 8 KB cookie -> {response.status_code}"
+
+
+def test_access_log_has_request_id_and_upstream_time(stack, base_url):
+    needs_nginx(stack)
+    response = requests.get(base_url + "/whoami", timeout=10)
+    line = stack.wait_for_log("nginx", "rid=" + response.headers["X-Request-ID"])
+    assert re.search(r" urt=\d+\.\d{3} upstream=(unix:/\S+|[\d.]+:\d+)$", line), line
+
+
+# --- nginx: static files ---------------------------------------------------------------------
+
+
+def test_static_directory_is_not_listed(stack, base_url):
+    needs_nginx(stack)
+    for path in ("/static/", "/static"):
+        response = requests.get(base_url + path, timeout=10, allow_redirects=False)
+        assert response.status_code in (301, 404), f"{stack.name}: {path} -> {response.status_code}"
+        assert "hello.txt" not in response.text
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/static/../wsgi.py",
+        "/static/../../../etc/passwd",
+        "/static/..%2f..%2f..%2fetc%2fpasswd",
+        "/static/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+        "/static/....//....//etc/passwd",
+        "/static//etc/passwd",
+        "/static/%252e%252e/wsgi.py",
+    ],
+)
+def test_no_escape_from_the_static_root(stack, base_url, path):
+    needs_nginx(stack)
+    status, response = raw_request(
+        base_url, f"GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode()
+    )
+    assert status in (400, 404), f"{stack.name}: {path} -> {status}"
+    assert b"root:" not in response and b"create_app" not in response, f"{path} leaked a file"
+
+
+def test_text_static_files_are_gzipped(stack, base_url):
+    needs_nginx(stack)
+    response = requests.get(
+        base_url + "/static/style.css", headers={"Accept-Encoding": "gzip"}, timeout=10
+    )
+    assert response.headers.get("Content-Encoding") == "gzip", response.headers
+    assert "Accept-Encoding" in response.headers.get("Vary", "")
+    assert response.text.startswith("/* The app's stylesheet")  # requests decompressed it
+
+
+# --- bad input -------------------------------------------------------------------------------
+
+BAD_REQUESTS = {
+    "malformed request line": (b"GARBAGE\r\n\r\n", {400}),
+    "oversized header": (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n", {400, 494}),
+    "too many large headers": (
+        b"GET / HTTP/1.1\r\nHost: x\r\n"
+        + b"".join(b"X-%d: %s\r\n" % (i, b"a" * 15000) for i in range(6))
+        + b"\r\n",
+        {400, 494},
+    ),
+    "Content-Length with Transfer-Encoding": (
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        {400},
+    ),
+    "two Content-Length": (
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+        {400},
+    ),
+    "NUL byte in path": (b"GET /a\x00b HTTP/1.1\r\nHost: x\r\n\r\n", {400}),
+    "invalid percent-encoding": (b"GET /%zz HTTP/1.1\r\nHost: x\r\n\r\n", {400}),
+    "no Host in HTTP/1.1": (b"GET / HTTP/1.1\r\n\r\n", {400}),
+    "unknown method": (b"FOO / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", {405}),
+    "oversized body": (
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 20000000\r\nConnection: close\r\n\r\n",
+        {413},
+    ),
+}
+
+
+def test_bad_input_gets_a_clear_status_and_harms_nothing(stack, base_url):
+    needs_nginx(stack)
+    before = stack.logs(*stack.app_services())
+    for what, (data, statuses) in BAD_REQUESTS.items():
+        status, response = raw_request(base_url, data)
+        assert status in statuses, f"{stack.name}, {what}: {status} (want {statuses})"
+        if what == "unknown method":
+            body = json.loads(response.split(b"\r\n\r\n", 1)[1])
+            assert body["status"] == 405, body
+    bad_slow = requests.get(base_url + "/slow?seconds=x", timeout=10)
+    assert bad_slow.status_code == 400 and bad_slow.json()["status"] == 400
+    assert requests.get(base_url + "/healthz", timeout=10).status_code == 200
+    after = stack.logs(*stack.app_services())[len(before) :]
+    assert not WORKER_DEATH.search(after), f"{stack.name}: a worker died:\n{after[-3000:]}"
+
+
+# --- ALLOWED_IPS -----------------------------------------------------------------------------
+
+
+def _recreate_nginx(stack: Stack, allowed: str, wait: bool = True):
+    args = ["up", "--detach", "--no-deps", "--force-recreate"] + (["--wait"] if wait else [])
+    return stack.compose(*args, "nginx", env={"ALLOWED_IPS": allowed}, check=False, timeout=120)
+
+
+def test_allow_list_admits_listed_clients_only(stack, base_url):
+    needs_nginx(stack)
+    client = requests.get(base_url + "/whoami", timeout=10).json()["client"]  # as nginx sees us
+    # a list without us: 403, while the container's own healthcheck still passes (--wait)
+    assert _recreate_nginx(stack, "192.0.2.1;2001:db8::/32").returncode == 0
+    denied = requests.get(stack.base_url() + "/", timeout=10)
+    assert denied.status_code == 403, f"{stack.name}: unlisted client -> {denied.status_code}"
+    assert denied.headers["X-Frame-Options"] == "DENY"
+    # a list with us: 200
+    assert _recreate_nginx(stack, f"192.0.2.1;{client}/32").returncode == 0
+    allowed = requests.get(stack.base_url() + "/", timeout=10)
+    assert allowed.status_code == 200, f"{stack.name}: listed client -> {allowed.status_code}"
+
+
+def test_allow_list_injection_refuses_to_start(stack):
+    needs_nginx(stack)
+    bad = "1.2.3.4; } server { listen 81;"
+    _recreate_nginx(stack, bad, wait=False)
+    deadline = time.monotonic() + 20
+    while "ALLOWED_IPS entry '} server { listen 81'" not in stack.logs("nginx"):
+        assert time.monotonic() < deadline, f"{stack.name}: no message naming the entry:\n" + stack.logs("nginx")[-2000:]
+        time.sleep(0.5)
+    state = stack.compose("ps", "--all", "--format", "{{.State}} {{.Health}}", "nginx").stdout
+    assert "running healthy" not in state, f"{stack.name}: nginx runs with a bad ALLOWED_IPS"
+    # back to open, for the tests that follow
+    assert _recreate_nginx(stack, "").returncode == 0
+
+
+# --- graceful stop (last: they stop services) ------------------------------------------------
+
+
+def _assert_stop_drains(stack: Stack, services: list[str]) -> None:
+    """A 3 s request is in flight when `docker compose stop` hits `services`: it must answer
+    200, and the services must exit by themselves, well inside their stop_grace_period."""
+    in_flight = Background(stack.base_url() + "/slow?seconds=3")
+    time.sleep(1)  # the request is inside a worker by now
+    started = time.monotonic()
+    stack.compose("stop", *services, timeout=90)
+    took = time.monotonic() - started
+    result = in_flight.wait()
+    assert result.status == 200, f"{stack.name}: in-flight request while stopping {services}: {result}"
+    assert took < 15, f"{stack.name}: stopping {services} took {took:.1f} s"
+    for service in services:
+        state = stack.compose("ps", "--all", "--format", "{{.State}} {{.ExitCode}}", service).stdout
+        assert state.split()[:1] == ["exited"], f"{stack.name}/{service}: {state!r}"
+
+
+def test_nginx_stop_drains_in_flight_requests(stack):
+    needs_nginx(stack)
+    _assert_stop_drains(stack, ["nginx"])
+    stack.compose("start", "nginx", timeout=60)
+    stack.compose("up", "--detach", "--wait", "nginx", timeout=120)
+
+
+def test_app_server_stop_drains_in_flight_requests(stack):
+    needs_nginx(stack)
+    _assert_stop_drains(stack, stack.app_services())
+
