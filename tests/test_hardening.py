@@ -91,6 +91,21 @@ def test_security_headers_on_every_response(stack, base_url):
     assert b"nginx/" not in responses["nginx 404"].content
 
 
+def test_limits_against_slow_clients_are_set(stack):
+    needs_nginx(stack)
+    config = stack.exec("nginx", "nginx", "-T")
+    for directive in (
+        "client_header_timeout 10s;",
+        "client_body_timeout   10s;",
+        "send_timeout          10s;",
+        "keepalive_timeout     15s;",
+        "keepalive_requests    1000;",
+        "client_max_body_size  10m;",
+        "large_client_header_buffers 4 16k;",
+    ):
+        assert directive in config, f"{stack.name}: `nginx -T` lacks {directive!r}"
+
+
 def test_body_over_limit_never_reaches_the_app(stack, base_url):
     needs_nginx(stack)
     response = requests.post(base_url + "/echo", data=b"x" * (11 * 1024 * 1024), timeout=30)
