@@ -13,7 +13,7 @@ COMPOSE = set -a && . ./.images.env && set +a && docker compose -f stacks/$(STAC
 .DEFAULT_GOAL := help
 FAMILIES := $(patsubst docker-compose.%.yml,%,$(wildcard docker-compose.*.yml))
 
-.PHONY: help setup offline-images up down logs ps test test-unit check-stack \
+.PHONY: help setup offline-images up down logs ps lint test test-unit check-stack \
         $(addprefix up-,$(FAMILIES)) $(addprefix down-,$(FAMILIES))
 
 help: ## list targets and stacks
@@ -61,6 +61,10 @@ $(addprefix up-,$(FAMILIES)): up-%: # bring a server family's stacks up at once
 
 $(addprefix down-,$(FAMILIES)): down-%: # stop a server family, remove its containers and volumes
 	@docker compose -f docker-compose.$*.yml down --volumes --remove-orphans
+
+lint: ## check every config: ruff, hadolint, shellcheck, compose config, nginx -t, gixy
+	@scripts/setup.sh all
+	@scripts/lint.sh
 
 test: ## run every test: the app's unit tests, then each stack brought up and checked
 	@scripts/setup.sh all

@@ -80,8 +80,12 @@ class Stack:
         """Run `docker compose` on this project; `env` adds variables for this call only."""
         cmd = ["docker", "compose", "-f", str(self.compose_file), "-p", self.project, *args]
         return subprocess.run(
-            cmd, env={**self.env, **(env or {})}, capture_output=True, text=True,
-            check=check, timeout=timeout,
+            cmd,
+            env={**self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=timeout,
         )
 
     def services(self) -> list[str]:
@@ -96,18 +100,22 @@ class Stack:
     def inspect(self, service: str) -> dict:
         """`docker inspect` of the service's (first) container."""
         container = self.compose("ps", "--all", "--quiet", service).stdout.split()[0]
-        out = subprocess.run(["docker", "inspect", container], capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            ["docker", "inspect", container], capture_output=True, text=True, check=True
+        )
         return json.loads(out.stdout)[0]
 
     def wait_for_log(self, service: str, needle: str, timeout: float = 5.0) -> str:
-        """The first log line of `service` containing `needle` (nginx flushes its log every second)."""
+        """The first log line of `service` with `needle` (nginx flushes its log every second)."""
         deadline = time.monotonic() + timeout
         while True:
             for line in self.logs(service).splitlines():
                 if needle in line:
                     return line
             if time.monotonic() > deadline:
-                raise AssertionError(f"{self.name}: no {service} log line with {needle!r} in {timeout} s")
+                raise AssertionError(
+                    f"{self.name}: no {service} log line with {needle!r} in {timeout} s"
+                )
             time.sleep(0.3)
 
     def published(self) -> dict[tuple[str, int], str]:
@@ -134,7 +142,9 @@ def docker_available() -> str | None:
     """None if a Docker engine and Compose v2 answer, else what is missing and how to fix it."""
     try:
         info = subprocess.run(["docker", "info"], capture_output=True, text=True, timeout=30)
-        compose = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True, timeout=30)
+        compose = subprocess.run(
+            ["docker", "compose", "version"], capture_output=True, text=True, timeout=30
+        )
     except (FileNotFoundError, subprocess.TimeoutExpired) as error:
         return f"the docker CLI is missing or hangs ({error})"
     if info.returncode:
@@ -176,8 +186,14 @@ def start_stack(name: str, compose_file: Path | None = None) -> Stack:
         env={**os.environ, **images_env(), **ephemeral_ports()},
     )
     result = stack.compose(
-        "up", "--build", "--detach", "--wait", "--wait-timeout", str(UP_TIMEOUT),
-        check=False, timeout=UP_TIMEOUT + 60,
+        "up",
+        "--build",
+        "--detach",
+        "--wait",
+        "--wait-timeout",
+        str(UP_TIMEOUT),
+        check=False,
+        timeout=UP_TIMEOUT + 60,
     )
     if result.returncode:
         logs = stack.logs()
@@ -193,7 +209,9 @@ def start_stack(name: str, compose_file: Path | None = None) -> Stack:
 def stop_stack(stack: Stack) -> None:
     if stack.failed:
         print(f"\n--- {stack.name}: logs (a test failed) ---\n{stack.logs()[-20000:]}")
-    stack.compose("down", "--volumes", "--remove-orphans", "--timeout", "40", check=False, timeout=120)
+    stack.compose(
+        "down", "--volumes", "--remove-orphans", "--timeout", "40", check=False, timeout=120
+    )
 
 
 @pytest.fixture(scope="module", params=STACKS)

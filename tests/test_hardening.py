@@ -23,7 +23,9 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "strict-origin-when-cross-origin",
 }
 # A worker that died or was killed shows up in its server's log with one of these.
-WORKER_DEATH = re.compile(r"DAMN ! worker|HARAKIRI|Worker \(pid:\d+\) was sent|WORKER TIMEOUT|Traceback")
+WORKER_DEATH = re.compile(
+    r"DAMN ! worker|HARAKIRI|Worker \(pid:\d+\) was sent|WORKER TIMEOUT|Traceback"
+)
 
 
 def needs_nginx(stack: Stack) -> None:
@@ -56,9 +58,15 @@ def test_every_process_is_unprivileged(stack):
             fields = dict(re.findall(r"^(\w+):\s*(.*)$", block, flags=re.MULTILINE))
             uids = fields["Uid"].split()
             assert "0" not in uids, f"{stack.name}/{service}: {name} runs as root ({uids})"
-            assert int(fields["CapEff"], 16) == 0, f"{stack.name}/{service}: {name} has capabilities"
-            assert int(fields["CapPrm"], 16) == 0, f"{stack.name}/{service}: {name} may gain capabilities"
-            assert fields["NoNewPrivs"] == "1", f"{stack.name}/{service}: {name} may gain privileges"
+            assert int(fields["CapEff"], 16) == 0, (
+                f"{stack.name}/{service}: {name} has capabilities"
+            )
+            assert int(fields["CapPrm"], 16) == 0, (
+                f"{stack.name}/{service}: {name} may gain capabilities"
+            )
+            assert fields["NoNewPrivs"] == "1", (
+                f"{stack.name}/{service}: {name} may gain privileges"
+            )
 
 
 def test_root_filesystems_are_read_only(stack):
@@ -173,7 +181,10 @@ def test_text_static_files_are_gzipped(stack, base_url):
 
 BAD_REQUESTS = {
     "malformed request line": (b"GARBAGE\r\n\r\n", {400}),
-    "oversized header": (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n", {400, 494}),
+    "oversized header": (
+        b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n",
+        {400, 494},
+    ),
     "too many large headers": (
         b"GET / HTTP/1.1\r\nHost: x\r\n"
         + b"".join(b"X-%d: %s\r\n" % (i, b"a" * 15000) for i in range(6))
@@ -244,7 +255,9 @@ def test_allow_list_injection_refuses_to_start(stack):
     _recreate_nginx(stack, bad, wait=False)
     deadline = time.monotonic() + 20
     while "ALLOWED_IPS entry '} server { listen 81'" not in stack.logs("nginx"):
-        assert time.monotonic() < deadline, f"{stack.name}: no message naming the entry:\n" + stack.logs("nginx")[-2000:]
+        assert time.monotonic() < deadline, (
+            f"{stack.name}: no message naming the entry:\n" + stack.logs("nginx")[-2000:]
+        )
         time.sleep(0.5)
     state = stack.compose("ps", "--all", "--format", "{{.State}} {{.Health}}", "nginx").stdout
     assert "running healthy" not in state, f"{stack.name}: nginx runs with a bad ALLOWED_IPS"
@@ -264,7 +277,9 @@ def _assert_stop_drains(stack: Stack, services: list[str]) -> None:
     stack.compose("stop", *services, timeout=90)
     took = time.monotonic() - started
     result = in_flight.wait()
-    assert result.status == 200, f"{stack.name}: in-flight request while stopping {services}: {result}"
+    assert result.status == 200, (
+        f"{stack.name}: in-flight request while stopping {services}: {result}"
+    )
     assert took < 15, f"{stack.name}: stopping {services} took {took:.1f} s"
     for service in services:
         state = stack.compose("ps", "--all", "--format", "{{.State}} {{.ExitCode}}", service).stdout
@@ -281,4 +296,3 @@ def test_nginx_stop_drains_in_flight_requests(stack):
 def test_app_server_stop_drains_in_flight_requests(stack):
     needs_nginx(stack)
     _assert_stop_drains(stack, stack.app_services())
-

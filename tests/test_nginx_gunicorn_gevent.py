@@ -36,4 +36,3 @@ def test_access_log_carries_the_request_id(stack, base_url):
     while f"rid={request_id}" not in stack.logs("app"):
         assert time.monotonic() < deadline, "Gunicorn did not log the request id"
         time.sleep(0.2)
-

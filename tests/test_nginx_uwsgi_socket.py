@@ -21,4 +21,3 @@ def test_processes_are_not_root(stack):
 
 def test_no_app_port_is_published(stack):
     assert [key for key in stack.published() if key[0] != "nginx"] == []
-

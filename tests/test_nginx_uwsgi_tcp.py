@@ -28,4 +28,3 @@ def test_stats_show_the_workers(stack):
     # reachable on the compose network too, as the seeds use it
     inside = stack.exec("nginx", "curl", "-fsS", "http://app:9191/")
     assert '"workers"' in inside
-

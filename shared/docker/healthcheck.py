@@ -78,7 +78,10 @@ def main(argv: list[str]) -> int:
     except (OSError, ValueError) as error:  # refused, timed out, HTTP error status
         print(f"unhealthy: {error}", file=sys.stderr)
         return 1
-    print(f"unsupported URL {argv[1]!r}: use http://, uwsgi:///socket/path or uwsgi://host:port", file=sys.stderr)
+    print(
+        f"unsupported URL {argv[1]!r}: use http://, uwsgi:///socket/path or uwsgi://host:port",
+        file=sys.stderr,
+    )
     return 2
 
 

@@ -21,14 +21,18 @@ graceful_timeout = 30  # SIGTERM: in-flight requests get 30 s, inside compose's 
 keepalive = 2  # nginx opens a new connection per request (no upstream keepalive): default is enough
 max_requests = 5000  # recycle a worker now and then, bounding slow memory leaks
 max_requests_jitter = 500  # so the workers do not all restart at the same moment
-worker_tmp_dir = "/dev/shm"  # heartbeat file on tmpfs: on overlayfs it can stall into WORKER TIMEOUT
+# heartbeat files on tmpfs: on overlayfs they can stall into WORKER TIMEOUT (gunicorn #1801);
+# /dev/shm is the container's own, so S108's shared-temp-dir worry does not apply
+worker_tmp_dir = "/dev/shm"  # noqa: S108
 
 # Request limits, matched to nginx's large_client_header_buffers 4 16k
 limit_request_field_size = 16384  # one header up to 16 KB: an 8 KB cookie works (default 8190)
 limit_request_line = 8190  # Gunicorn's maximum; longer request lines get 400
 
 # Server mechanics
-control_socket_disable = True  # Gunicorn 27's control socket: unused here, and $HOME is not writable
+control_socket_disable = (
+    True  # Gunicorn 27's control socket: unused here, and $HOME is not writable
+)
 
 # Proxy: this port is reachable only from the compose network, where nginx is the one client.
 # The app's ProxyFix (PROXY_COUNT=1) decides the client address; this lets Gunicorn accept

@@ -15,7 +15,9 @@ def render(tmp_path, value):
     env = {"PATH": "/usr/bin:/bin", "ALLOWED_IPS_CONF": str(out)}
     if value is not None:
         env["ALLOWED_IPS"] = value
-    result = subprocess.run(["sh", str(SCRIPT)], env=env, capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        ["sh", str(SCRIPT)], env=env, capture_output=True, text=True, check=False
+    )
     return result.returncode, out.read_text() if out.exists() else None, result.stderr
 
 
@@ -45,8 +47,16 @@ def test_entries_become_allow_lines_then_deny_all(tmp_path):
 
 @pytest.mark.parametrize(
     "good",
-    ["0.0.0.0/0", "255.255.255.255", "192.0.2.7/32", "::/0", "fe80::1", "2001:db8:0:0:0:0:0:1",
-     "2001:DB8::ff00:42:8329/128", "1::"],
+    [
+        "0.0.0.0/0",
+        "255.255.255.255",
+        "192.0.2.7/32",
+        "::/0",
+        "fe80::1",
+        "2001:db8:0:0:0:0:0:1",
+        "2001:DB8::ff00:42:8329/128",
+        "1::",
+    ],
 )
 def test_valid_addresses(tmp_path, good):
     code, conf, err = render(tmp_path, good)

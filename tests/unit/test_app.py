@@ -83,8 +83,19 @@ def test_slow_sleeps(client, seconds):
     assert response.json == {"slept": float(seconds)}
 
 
-@pytest.mark.parametrize("query", ["", "?seconds=", "?seconds=x", "?seconds=0", "?seconds=-2",
-                                   "?seconds=30.01", "?seconds=nan", "?seconds=inf"])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "",
+        "?seconds=",
+        "?seconds=x",
+        "?seconds=0",
+        "?seconds=-2",
+        "?seconds=30.01",
+        "?seconds=nan",
+        "?seconds=inf",
+    ],
+)
 def test_slow_rejects_bad_seconds(client, query):
     response = client.get("/slow" + query)
     assert response.status_code == 400

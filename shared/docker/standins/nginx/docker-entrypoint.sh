@@ -8,8 +8,8 @@ if [ "$1" = nginx ] || [ "$1" = nginx-debug ]; then
     for f in $(find /docker-entrypoint.d/ -follow -type f \( -name '*.sh' -o -name '*.envsh' \) | sort -V); do
         if [ -x "$f" ]; then
             [ -n "${NGINX_ENTRYPOINT_QUIET_LOGS:-}" ] || echo "$0: running $f"
+            # shellcheck disable=SC1090  # the scripts are whatever the image or user put there
             case "$f" in
-                # shellcheck disable=SC1090  # the scripts are whatever the image or user put there
                 *.envsh) . "$f" ;;
                 *) "$f" ;;
             esac

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# `make lint`: every config checked by the tool its field uses. Each finding names its file
+# and line; any finding fails the run (all checks run first, so one run shows them all).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=.venv/bin
+failed=()
+check() {  # check <name> <command...>
+  local name=$1
+  shift
+  echo "== $name"
+  "$@" || failed+=("$name")
+}
+
+# nginx -T inside a stack's own nginx container (its image, mounts, entrypoint), without its
+# app servers (shared/compose/lint-nginx.yaml points their names at loopback), then gixy on
+# the full rendered config.
+nginx_check() {
+  local stack=$1 project dump
+  project="lint-$stack-$$"
+  dump=$(mktemp --suffix=.conf)
+  local compose=(docker compose -f "stacks/$stack/compose.yaml" -f shared/compose/lint-nginx.yaml -p "$project")
+  "${compose[@]}" run --rm --no-deps -T nginx nginx -T >"$dump.raw" 2>"$dump.err"
+  local rc=$?
+  "${compose[@]}" down --volumes --remove-orphans >/dev/null 2>&1
+  if [ $rc -ne 0 ]; then
+    grep -E 'emerg|error' "$dump.err" >&2 || cat "$dump.err" >&2
+    rm -f "$dump" "$dump.raw" "$dump.err"
+    return 1
+  fi
+  sed -n '/^# configuration file /,$p' "$dump.raw" >"$dump"   # drop the entrypoint's own lines
+  $VENV/gixy --format text "$dump" 2>&1 | grep -v '^\[nginx_parser\]' | sed "s|$dump|stacks/$stack (nginx -T)|"
+  rc=${PIPESTATUS[0]}
+  rm -f "$dump" "$dump.raw" "$dump.err"
+  return "$rc"
+}
+
+check "ruff check" $VENV/ruff check .
+check "ruff format" $VENV/ruff format --check .
+check "hadolint" $VENV/hadolint shared/docker/Dockerfile shared/docker/standins/*/Dockerfile
+mapfile -t scripts < <(git ls-files '*.sh' .ci/run)
+check "shellcheck" shellcheck "${scripts[@]}"
+
+set -a; [ -f .images.env ] && . ./.images.env; set +a
+for file in stacks/*/compose.yaml docker-compose.*.yml; do
+  check "compose config: $file" docker compose -f "$file" config --quiet
+done
+for file in stacks/*/compose.yaml; do
+  stack=$(basename "$(dirname "$file")")
+  if docker compose -f "$file" config --services | grep -qx nginx; then
+    check "nginx -t + gixy: $stack" nginx_check "$stack"
+  fi
+done
+
+if [ ${#failed[@]} -gt 0 ]; then
+  printf '\nlint failed: %s\n' "${failed[*]}" >&2
+  exit 1
+fi
+echo "lint: all clean"
