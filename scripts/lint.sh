@@ -2,7 +2,7 @@
 # `make lint`: every config checked by the tool its field uses. Each finding names its file
 # and line; any finding fails the run (all checks run first, so one run shows them all).
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 
 VENV=.venv/bin
 failed=()
@@ -42,7 +42,10 @@ check "hadolint" $VENV/hadolint shared/docker/Dockerfile shared/docker/standins/
 mapfile -t scripts < <(git ls-files '*.sh' .ci/run)
 check "shellcheck" shellcheck "${scripts[@]}"
 
-set -a; [ -f .images.env ] && . ./.images.env; set +a
+set -a
+# shellcheck source=/dev/null  # written by scripts/setup.sh
+[ -f .images.env ] && . ./.images.env
+set +a
 for file in stacks/*/compose.yaml docker-compose.*.yml; do
   check "compose config: $file" docker compose -f "$file" config --quiet
 done
