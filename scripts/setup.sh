@@ -150,6 +150,15 @@ ensure_images() {
   fi
 }
 
+# Host tools the checks call: shellcheck (make lint), httperf (seed 001's load replay).
+ensure_tools() {
+  local missing=() tool
+  for tool in shellcheck httperf; do
+    command -v "$tool" >/dev/null || missing+=("$tool")
+  done
+  [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
+}
+
 ensure_venv() {
   local stamp=.venv/.requirements.sha
   local want
@@ -166,6 +175,6 @@ case "${1:-all}" in
   venv) ensure_venv ;;
   docker) ensure_engine; ensure_compose; ensure_images ;;
   standins) ensure_engine; FORCE_STANDINS=1 ensure_images ;;
-  all) ensure_venv; ensure_engine; ensure_compose; ensure_images ;;
+  all) ensure_venv; ensure_tools; ensure_engine; ensure_compose; ensure_images ;;
   *) die "usage: $0 [all|docker|venv|standins]" ;;
 esac

@@ -8,6 +8,7 @@ with `pytestmark = only("<stack>")`.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -66,9 +67,20 @@ class Stack:
     env: dict[str, str]
     failed: bool = field(default=False)
 
-    @property
+    @functools.cached_property
+    def front(self) -> str:
+        """The service clients talk to: nginx, or the only service (flask-dev, single-container)."""
+        services = self.services()
+        if "nginx" in services:
+            return "nginx"
+        assert len(services) == 1, f"{self.name}: no nginx service and several services {services}"
+        return services[0]
+
+    @functools.cached_property
     def behind_nginx(self) -> bool:
-        return "nginx" in self.services()
+        """Whether nginx answers clients (in its own service, or inside the single container)."""
+        probe = self.compose("exec", "-T", self.front, "sh", "-c", "command -v nginx", check=False)
+        return probe.returncode == 0
 
     def app_services(self) -> list[str]:
         """The app-server services (app, or app1 and app2 in the pair)."""
@@ -95,7 +107,18 @@ class Stack:
         return self.compose("exec", "-T", service, *cmd, check=check).stdout
 
     def logs(self, *services: str) -> str:
-        return self.compose("logs", "--no-color", "--no-log-prefix", *services, check=False).stdout
+        """Logs of the services (all when none given), stdout and stderr, restarting ones too:
+        `docker compose logs <service>` skips a container while it is restarting."""
+        if not services:
+            return self.compose("logs", "--no-color", "--no-log-prefix", check=False).stdout
+        out = []
+        for service in services:
+            for container in self.compose("ps", "--all", "--quiet", service).stdout.split():
+                result = subprocess.run(
+                    ["docker", "logs", container], capture_output=True, text=True, check=False
+                )
+                out.append(result.stdout + result.stderr)
+        return "".join(out)
 
     def inspect(self, service: str) -> dict:
         """`docker inspect` of the service's (first) container."""

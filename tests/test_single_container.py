@@ -1,0 +1,200 @@
+"""single-container: one image, one process tree (tini -> uWSGI master -> workers + nginx);
+ALLOWED (the seed's name) validated; a dead process never leaves a half-alive container; seed
+001's load replayed. Graceful stop and ALLOWED_IPS are checked by test_hardening.py.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import time
+
+import pytest
+import requests
+
+from conftest import only
+
+pytestmark = only("single-container")
+
+PROCESSES = """
+import json, os
+out = []
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        cmd = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\\0", b" ").decode().strip()
+        ppid = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        continue
+    out.append({"pid": int(pid), "ppid": ppid, "cmd": cmd})
+print(json.dumps(out))
+"""
+
+
+def processes(stack) -> list[dict]:
+    return json.loads(stack.exec("app", "python", "-c", PROCESSES))
+
+
+def find(procs: list[dict], pattern: str) -> dict:
+    matches = [p for p in procs if re.search(pattern, p["cmd"])]
+    assert matches, f"no process matches {pattern!r}: {[p['cmd'] for p in procs]}"
+    return matches[0]
+
+
+def restarts(stack) -> int:
+    return stack.inspect("app")["RestartCount"]
+
+
+def wait_until_serving(stack, timeout: float) -> float:
+    """Seconds until the container is healthy and answers / with 200 again."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        state = stack.inspect("app")["State"]
+        if state.get("Health", {}).get("Status") == "healthy":
+            try:
+                if requests.get(stack.base_url() + "/", timeout=2).status_code == 200:
+                    return time.monotonic() - started
+            except (requests.RequestException, AssertionError):
+                pass
+        time.sleep(0.5)
+    raise AssertionError(f"not serving again within {timeout} s: {stack.logs()[-2000:]}")
+
+
+def test_one_container_one_process_tree(stack, base_url):
+    assert stack.services() == ["app"]
+    procs = processes(stack)
+    init = find(procs, r"^tini ")
+    assert init["pid"] == 1
+    master = find(procs, r"^uwsgi --ini")
+    assert master["ppid"] == 1, "the uWSGI master must be tini's child"
+    nginx = find(procs, r"^nginx: master")
+    assert nginx["ppid"] == master["pid"], "nginx must be a daemon of the uWSGI master"
+    assert requests.get(base_url + "/whoami", timeout=10).json()["server"].startswith("uWSGI/")
+
+
+def test_plain_docker_run_works(stack):
+    """The seed's one-liner: docker run -p 127.0.0.1:PORT:8080 IMAGE, nothing else."""
+    name = f"{stack.project}-plain"
+    subprocess.run(
+        [
+            "docker",
+            "run",
+            "-d",
+            "--name",
+            name,
+            "-p",
+            "127.0.0.1::8080",
+            "flask-stacks/single-container",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        port = (
+            subprocess.run(
+                ["docker", "port", name, "8080"], check=True, capture_output=True, text=True
+            )
+            .stdout.split(":")[-1]
+            .strip()
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                response = requests.get(f"http://127.0.0.1:{port}/", timeout=2)
+                if response.status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            assert time.monotonic() < deadline, "plain docker run did not answer in 30 s"
+            time.sleep(0.5)
+        assert response.text == "Hello from flask-stacks!\n"
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
+
+
+def _recreate(stack, allowed: str, wait: bool = True):
+    args = ["up", "--detach", "--force-recreate"] + (["--wait"] if wait else [])
+    return stack.compose(*args, "app", env={"ALLOWED": allowed}, check=False, timeout=120)
+
+
+def test_allowed_admits_listed_clients_only(stack, base_url):
+    client = requests.get(base_url + "/whoami", timeout=10).json()["client"]
+    assert _recreate(stack, "192.0.2.1;").returncode == 0  # the seed's trailing ; is fine
+    assert requests.get(stack.base_url() + "/", timeout=10).status_code == 403
+    assert _recreate(stack, f"192.0.2.1;{client}").returncode == 0
+    assert requests.get(stack.base_url() + "/", timeout=10).status_code == 200
+
+
+def test_allowed_injection_is_refused(stack):
+    _recreate(stack, "1.2.3.4; } server { listen 81;", wait=False)
+    deadline = time.monotonic() + 20
+    while "ALLOWED_IPS entry '} server { listen 81'" not in stack.logs("app"):
+        assert time.monotonic() < deadline, stack.logs("app")[-2000:]
+        time.sleep(0.5)
+    assert "nginx: master" not in json.dumps(stack.logs("app"))
+    assert _recreate(stack, "").returncode == 0
+
+
+def test_dead_worker_is_respawned_in_place(stack):
+    before = restarts(stack)
+    worker = find(processes(stack), r"^uwsgi --ini")  # master first; pick a worker below
+    workers = [
+        p for p in processes(stack) if p["cmd"].startswith("uwsgi") and p["ppid"] == worker["pid"]
+    ]
+    assert workers, "no uWSGI workers"
+    stack.exec("app", "sh", "-c", f"kill -9 {workers[0]['pid']}")
+    took = wait_until_serving(stack, 15)
+    assert restarts(stack) == before, "a dead worker must not restart the container"
+    print(f"single-container: worker killed, serving again after {took:.1f} s")
+
+
+@pytest.mark.parametrize("victim", [r"^nginx: master", r"^uwsgi --ini"])
+def test_dead_nginx_or_master_restarts_the_container(stack, victim):
+    before = restarts(stack)
+    target = find(processes(stack), victim)
+    stack.exec("app", "sh", "-c", f"kill -9 {target['pid']}", check=False)
+    deadline = time.monotonic() + 20
+    while restarts(stack) == before:
+        assert time.monotonic() < deadline, f"killing {victim} did not end the container"
+        time.sleep(0.3)
+    took = wait_until_serving(stack, 60)
+    print(f"single-container: {victim} killed, container restarted, serving after {took:.1f} s")
+
+
+def test_seed_load_replayed_without_5xx(stack):
+    """Seed 001's httperf shape (--rate, --num-conns, --num-calls=1), scaled to this machine."""
+    if not shutil.which("httperf"):
+        pytest.fail("httperf is missing: run `make setup` (Debian: apt-get install httperf)")
+    port = stack.base_url().rsplit(":", 1)[1]
+    rate, seconds = 1000, 15
+    result = subprocess.run(
+        [
+            "httperf",
+            "--hog",
+            "--server",
+            "127.0.0.1",
+            f"--port={port}",
+            "--uri=/",
+            f"--rate={rate}",
+            f"--num-conns={rate * seconds}",
+            "--num-calls=1",
+            "--timeout=5",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=seconds * 4,
+        check=False,
+    )
+    status = re.search(
+        r"Reply status: 1xx=(\d+) 2xx=(\d+) 3xx=(\d+) 4xx=(\d+) 5xx=(\d+)", result.stdout
+    )
+    errors = re.search(r"Errors: total (\d+)", result.stdout)
+    assert status and errors, result.stdout + result.stderr
+    ok, server_errors, total_errors = int(status[2]), int(status[5]), int(errors[1])
+    print(
+        f"single-container, httperf --rate={rate} --num-conns={rate * seconds} --num-calls=1: "
+        f"2xx={ok} 5xx={server_errors} errors={total_errors} (seed 001: 2xx=175849 5xx=399470)"
+    )
+    assert server_errors == 0
+    assert ok >= 0.99 * rate * seconds, result.stdout
