@@ -15,13 +15,15 @@ check() {  # check <name> <command...>
 
 # nginx -T inside a stack's own nginx container (its image, mounts, entrypoint), without its
 # app servers (shared/compose/lint-nginx.yaml points their names at loopback), then gixy on
-# the full rendered config.
+# the full rendered config. A stack without an nginx service is checked in its one service
+# if that has nginx (single-container); flask-dev has none.
 nginx_check() {
-  local stack=$1 project dump
+  local stack=$1 service=$2 project dump
   project="lint-$stack-$$"
   dump=$(mktemp --suffix=.conf)
-  local compose=(docker compose -f "stacks/$stack/compose.yaml" -f shared/compose/lint-nginx.yaml -p "$project")
-  "${compose[@]}" run --rm --no-deps -T nginx nginx -T >"$dump.raw" 2>"$dump.err"
+  local compose=(docker compose -f "stacks/$stack/compose.yaml" -p "$project")
+  [ "$service" = nginx ] && compose+=(-f shared/compose/lint-nginx.yaml)
+  "${compose[@]}" run --rm --no-deps -T "$service" nginx -T >"$dump.raw" 2>"$dump.err"
   local rc=$?
   "${compose[@]}" down --volumes --remove-orphans >/dev/null 2>&1
   if [ $rc -ne 0 ]; then
@@ -34,6 +36,14 @@ nginx_check() {
   rc=${PIPESTATUS[0]}
   rm -f "$dump" "$dump.raw" "$dump.err"
   return "$rc"
+}
+
+has_nginx() {  # has_nginx <compose file> <service>: is nginx installed in that service's image?
+  docker compose -f "$1" -p "lint-probe-$$" run --rm --no-deps -T --entrypoint sh "$2" \
+    -c 'command -v nginx' >/dev/null 2>&1
+  local rc=$?
+  docker compose -f "$1" -p "lint-probe-$$" down --volumes >/dev/null 2>&1
+  return $rc
 }
 
 check "ruff check" $VENV/ruff check .
@@ -51,8 +61,11 @@ for file in stacks/*/compose.yaml docker-compose.*.yml; do
 done
 for file in stacks/*/compose.yaml; do
   stack=$(basename "$(dirname "$file")")
-  if docker compose -f "$file" config --services | grep -qx nginx; then
-    check "nginx -t + gixy: $stack" nginx_check "$stack"
+  mapfile -t services < <(docker compose -f "$file" config --services)
+  if printf '%s\n' "${services[@]}" | grep -qx nginx; then
+    check "nginx -t + gixy: $stack" nginx_check "$stack" nginx
+  elif [ ${#services[@]} -eq 1 ] && has_nginx "$file" "${services[0]}"; then
+    check "nginx -t + gixy: $stack (${services[0]})" nginx_check "$stack" "${services[0]}"
   fi
 done
 
