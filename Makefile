@@ -13,7 +13,7 @@ COMPOSE = set -a && . ./.images.env && set +a && docker compose -f stacks/$(STAC
 .DEFAULT_GOAL := help
 FAMILIES := $(patsubst docker-compose.%.yml,%,$(wildcard docker-compose.*.yml))
 
-.PHONY: help setup offline-images up down logs ps lint test test-unit check-stack \
+.PHONY: help setup offline-images up down logs ps lint bench test test-unit check-stack \
         $(addprefix up-,$(FAMILIES)) $(addprefix down-,$(FAMILIES))
 
 help: ## list targets and stacks
@@ -65,6 +65,10 @@ $(addprefix down-,$(FAMILIES)): down-%: # stop a server family, remove its conta
 lint: ## check every config: ruff, hadolint, shellcheck, compose config, nginx -t, gixy
 	@scripts/setup.sh all
 	@scripts/lint.sh
+
+bench: ## measure every stack side by side (STACKS=a,b DURATION=10 CONNECTIONS=64,256 REPEAT=3)
+	@scripts/setup.sh all
+	$(VENV)/python scripts/bench.py
 
 test: ## run every test: the app's unit tests, then each stack brought up and checked
 	@scripts/setup.sh all

@@ -56,7 +56,7 @@ set -a
 # shellcheck source=/dev/null  # written by scripts/setup.sh
 [ -f .images.env ] && . ./.images.env
 set +a
-for file in stacks/*/compose.yaml docker-compose.*.yml; do
+for file in stacks/*/compose.yaml docker-compose.*.yml bench/*/compose.yaml; do
   check "compose config: $file" docker compose -f "$file" config --quiet
 done
 for file in stacks/*/compose.yaml; do

@@ -150,10 +150,11 @@ ensure_images() {
   fi
 }
 
-# Host tools the checks call: shellcheck (make lint), httperf (seed 001's load replay).
+# Host tools the checks call: shellcheck (make lint), httperf (seed 001's load replay),
+# wrk (make bench).
 ensure_tools() {
   local missing=() tool
-  for tool in shellcheck httperf; do
+  for tool in shellcheck httperf wrk; do
     command -v "$tool" >/dev/null || missing+=("$tool")
   done
   [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
