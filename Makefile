@@ -8,7 +8,10 @@ PYTEST_ARGS ?=
 
 VENV   := .venv/bin
 # base images chosen by setup (official, or local stand-ins where no registry answers)
-COMPOSE = set -a && . ./.images.env && set +a && docker compose -f stacks/$(STACK)/compose.yaml
+WITH_IMAGES = set -a && . ./.images.env && set +a &&
+COMPOSE = $(WITH_IMAGES) docker compose -f stacks/$(STACK)/compose.yaml
+# `docker compose ps` format: "<service> http://127.0.0.1:<port>/" per published port
+PUBLISHED = '{{.Service}}{{range .Publishers}}{{if .PublishedPort}} http://{{.URL}}:{{.PublishedPort}}/{{end}}{{end}}'
 
 .DEFAULT_GOAL := help
 FAMILIES := $(patsubst docker-compose.%.yml,%,$(wildcard docker-compose.*.yml))
@@ -41,7 +44,7 @@ check-stack:
 up: check-stack ## build and start STACK, wait until healthy, print its URL
 	@scripts/setup.sh docker
 	@$(COMPOSE) up --build --detach --wait --wait-timeout 180
-	@$(COMPOSE) ps --format '{{.Service}}{{range .Publishers}}{{if .PublishedPort}} http://{{.URL}}:{{.PublishedPort}}/{{end}}{{end}}' \
+	@$(COMPOSE) ps --format $(PUBLISHED) \
 	  | awk 'NF > 1 { print "$(STACK) is up: " $$2 " (" $$1 ")" }'
 
 down: check-stack ## stop STACK and remove its containers, network and volumes
@@ -55,8 +58,8 @@ ps: check-stack ## show STACK's containers and their health
 
 $(addprefix up-,$(FAMILIES)): up-%: # bring a server family's stacks up at once
 	@scripts/setup.sh docker
-	@set -a && . ./.images.env && set +a && docker compose -f docker-compose.$*.yml up --build --detach --wait --wait-timeout 180
-	@docker compose -f docker-compose.$*.yml ps --format '{{.Service}}{{range .Publishers}}{{if .PublishedPort}} http://{{.URL}}:{{.PublishedPort}}/{{end}}{{end}}' \
+	@$(WITH_IMAGES) docker compose -f docker-compose.$*.yml up --build --detach --wait --wait-timeout 180
+	@$(WITH_IMAGES) docker compose -f docker-compose.$*.yml ps --format $(PUBLISHED) \
 	  | awk 'NF > 1 { print $$1 ": " $$2 }'
 
 $(addprefix down-,$(FAMILIES)): down-%: # stop a server family, remove its containers and volumes

@@ -103,6 +103,12 @@ class Stack:
     def services(self) -> list[str]:
         return self.compose("config", "--services").stdout.split()
 
+    def recreate(self, service: str, env: dict[str, str], wait: bool = True):
+        """Recreate one service with extra variables (e.g. an allow-list), its deps untouched;
+        with `wait`, until it is healthy. Returns the result: a refused start is a result too."""
+        args = ["up", "--detach", "--no-deps", "--force-recreate"] + (["--wait"] if wait else [])
+        return self.compose(*args, service, env=env, check=False, timeout=120)
+
     def exec(self, service: str, *cmd: str, check: bool = True) -> str:
         return self.compose("exec", "-T", service, *cmd, check=check).stdout
 
