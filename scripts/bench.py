@@ -1,15 +1,18 @@
 """`make bench`: every stack under the same load, side by side, in one run.
 
-Method (printed with the results):
-- wrk runs on the host against each stack's 127.0.0.1 published port, as a user's client
-  would, so Docker's userland proxy (docker-proxy) is in the path for every stack and the
-  ceiling alike; its CPU is measured and shown as its own column.
-- Each measurement is repeated (REPEAT, default 3), interleaved across stacks, and reported
+Method (written into every report):
+- wrk runs on the host against each target's 127.0.0.1 published port, as a user's client
+  would, so Docker's userland proxy (docker-proxy) is in the path of every target alike; its
+  CPU is measured and shown as its own column.
+- Each measurement is repeated (REPEAT, default 3), interleaved across targets, and reported
   as the median with min-max: the machine is shared and noisy.
 - CPU cost per request: each container's cgroup CPU time (cpuacct.usage) over the measured
   window divided by the requests served, in microseconds. Peak memory: the cgroup's
   memory.max_usage_in_bytes at the end.
-- The ceiling: nginx answering `return 200` itself with the stacks' own nginx.conf.
+- Baselines in the same run: the ceiling (nginx answering `return 200` itself, with the
+  stacks' own nginx.conf and logging), each app server reached directly (uWSGI through an added
+  HTTP/1.1 socket, Gunicorn on its own port, same configs), and Flask in-process (the WSGI app
+  called in a loop inside the app image: the limit for the app code itself, per core).
 wrk shares the 2 cores with the stacks: compare ratios within one run, not across machines.
 wrk is closed-loop: its p99 under-reports tail latency (coordinated omission).
 """
@@ -17,12 +20,16 @@ wrk is closed-loop: its p99 under-reports tail latency (coordinated omission).
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
 import os
+import platform
 import re
 import shutil
 import statistics
 import subprocess
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,8 +43,53 @@ from conftest import (  # noqa: E402 - tests/ is on the path only from here
     start_stack,
     stop_stack,
 )
+from traffic import wrk  # noqa: E402
 
 CGROUP = Path("/sys/fs/cgroup")
+CEILING = "ceiling (nginx return 200)"
+APP_IMAGE = "flask-stacks/app:latest"
+STATIC_PATH = "/static/style.css"
+SLOW_PATH = "/slow?seconds=0.05"
+
+# Flask's own cost: the WSGI app called in a loop, no server, no socket (inside the app image).
+IN_PROCESS = """
+import json, time
+from werkzeug.test import EnvironBuilder
+from wsgi import application
+environ = EnvironBuilder(path="/", base_url="http://localhost/").get_environ()
+def start_response(status, headers, exc_info=None):
+    assert status.startswith("200"), status
+requests, cpu, deadline = 0, time.process_time(), time.monotonic() + {seconds}
+while time.monotonic() < deadline:
+    for _ in range(200):
+        body = application(dict(environ), start_response)
+        b"".join(body)
+        body.close()
+    requests += 200
+print(json.dumps({{"requests": requests, "cpu_s": time.process_time() - cpu}}))
+"""
+
+
+@dataclass
+class Target:
+    """Something wrk loads: a stack's nginx or a baseline."""
+
+    label: str
+    stack: Stack
+    url: str
+    baseline: bool  # baselines' errors are reported, not failures (sync workers time out)
+
+
+@dataclass
+class Workload:
+    name: str  # as shown in the report
+    path: str
+    connections: int
+    labels: list[str]
+    # /slow: no warm-up (its queued requests would still hold sync workers when the measured
+    # run starts) and a timeout above the queueing delay of 256 clients on 2 sync workers
+    slow: bool = False
+    runs: dict[str, list[dict]] = field(default_factory=dict)
 
 
 def cgroup_value(kind: str, container: str, name: str) -> int:
@@ -47,7 +99,10 @@ def cgroup_value(kind: str, container: str, name: str) -> int:
     ):
         if path.exists():
             return int(path.read_text().split()[0])
-    raise SystemExit(f"bench: no cgroup v1 {kind}/{name} for container {container[:12]}")
+    raise SystemExit(
+        f"bench: no cgroup v1 {kind}/{name} for container {container[:12]} "
+        "(the CPU and memory columns need cgroup v1 accounting)"
+    )
 
 
 def containers(stack: Stack) -> dict[str, str]:
@@ -82,42 +137,15 @@ def proc_cpu_ns(pids: list[int]) -> int:
     return total
 
 
-def wrk(url: str, connections: int, duration: int) -> dict:
-    result = subprocess.run(
-        ["wrk", "--latency", "-t", "2", "-c", str(connections), "-d", f"{duration}s", url],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=duration + 30,
-    )
-    out = result.stdout
-
-    def ms(label: str) -> float:
-        match = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)", out, flags=re.MULTILINE)
-        value, unit = float(match[1]), match[2]
-        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
-
-    requests = int(re.search(r"(\d+) requests in", out)[1])
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    return {
-        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1]),
-        "requests": requests,
-        "p50": ms("50"),
-        "p90": ms("90"),
-        "p99": ms("99"),
-        "non2xx": int(non2xx[1]) if non2xx else 0,
-        "errors": sum(map(int, errors.groups())) if errors else 0,
-    }
-
-
-def measure(stack: Stack, url: str, connections: int, duration: int) -> dict:
-    ids = containers(stack)
-    pids = proxy_pids(url.rsplit(":", 1)[1].split("/")[0])
-    wrk(url, connections, 2)  # warm up: workers, caches, connection setup
+def measure(target: Target, workload: Workload, duration: int) -> dict:
+    ids = containers(target.stack)
+    url = target.url + workload.path
+    pids = proxy_pids(target.url.rsplit(":", 1)[1])
+    if not workload.slow:
+        wrk(url, workload.connections, 1)  # warm up: workers, caches, connection pools
     before = {s: cgroup_value("cpuacct", c, "cpuacct.usage") for s, c in ids.items()}
     proxy_before = proc_cpu_ns(pids)
-    result = wrk(url, connections, duration)
+    result = wrk(url, workload.connections, duration, timeout=30 if workload.slow else 2)
     served = max(result["requests"], 1)
     result["cpu_us"] = {
         s: (cgroup_value("cpuacct", c, "cpuacct.usage") - before[s]) / 1000 / served
@@ -127,6 +155,22 @@ def measure(stack: Stack, url: str, connections: int, duration: int) -> dict:
     return result
 
 
+def in_process(seconds: int) -> dict:
+    """Flask alone: requests per CPU-second (= per core) and CPU µs per request."""
+    out = subprocess.run(
+        ["docker", "run", "--rm", APP_IMAGE, "python", "-c", IN_PROCESS.format(seconds=seconds)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=seconds + 60,
+    ).stdout
+    sample = json.loads(out.strip().splitlines()[-1])
+    return {
+        "rps_per_core": sample["requests"] / sample["cpu_s"],
+        "cpu_us": sample["cpu_s"] * 1e6 / sample["requests"],
+    }
+
+
 def spread(values: list[float], fmt: str = "{:.0f}") -> str:
     if len(values) == 1:
         return fmt.format(values[0])
@@ -134,80 +178,191 @@ def spread(values: list[float], fmt: str = "{:.0f}") -> str:
     return f"{mid} ({low}-{high})"
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--stacks",
-        default=os.environ.get("STACKS", ""),
-        help="comma-separated; default: every nginx stack",
-    )
-    parser.add_argument("--duration", type=int, default=int(os.environ.get("DURATION", "10")))
-    parser.add_argument("--connections", default=os.environ.get("CONNECTIONS", "64,256"))
-    parser.add_argument("--repeat", type=int, default=int(os.environ.get("REPEAT", "3")))
-    args = parser.parse_args()
+def median(runs: list[dict], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
 
-    if not shutil.which("wrk"):
-        raise SystemExit("bench: wrk is missing: run `make setup` (Debian: apt-get install wrk)")
-    names = [s for s in args.stacks.split(",") if s] or [s for s in STACKS if s != "flask-dev"]
-    unknown = sorted(set(names) - set(STACKS))
-    if unknown:
-        raise SystemExit(f"bench: unknown stacks {unknown}; choose from {STACKS}")
-    connections = [int(c) for c in args.connections.split(",")]
 
-    os.environ.update(ephemeral_ports(), BENCH_CEILING_PUBLISH="127.0.0.1:0")
-    running: dict[str, Stack] = {}
-    try:
-        running["ceiling (nginx return 200)"] = start_stack(
-            "bench-ceiling", ROOT / "bench/ceiling/compose.yaml"
+def machine_info() -> dict:
+    def run(*cmd: str) -> str:
+        try:
+            result = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
+        except FileNotFoundError:
+            return ""
+        return (result.stdout or result.stderr).strip()
+
+    cpu = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.MULTILINE)
+    env = {**images_env(), **os.environ}
+    return {
+        "cpu": cpu[1] if cpu else platform.processor(),
+        "cores": os.cpu_count(),
+        "kernel": platform.release(),
+        "docker": run("docker", "version", "--format", "{{.Server.Version}}"),
+        "compose": run("docker", "compose", "version", "--short"),
+        "wrk": " ".join(run("wrk", "--version").split()[:2]),
+        "python_image": env.get("PYTHON_IMAGE", "python:3.13-slim-trixie"),
+        "nginx_image": env.get("NGINX_IMAGE", "nginx:1.28"),
+        "git": run("git", "-C", str(ROOT), "describe", "--always", "--dirty"),
+    }
+
+
+def plan(names: list[str], connections: list[int]) -> tuple[dict[str, tuple], list[Workload]]:
+    """Targets (label -> compose name, compose file, baseline?, (service, port) wrk loads) and
+    workloads. Baselines follow the chosen stacks: uWSGI direct with a uWSGI stack, and so on."""
+    bench = ROOT / "bench"
+    targets = {CEILING: ("bench-ceiling", bench / "ceiling/compose.yaml", True, ("nginx", 8080))}
+    targets.update({name: (name, None, False, None) for name in names})
+    if any("gunicorn" not in name for name in names):
+        targets["uWSGI direct (HTTP/1.1 socket)"] = (
+            "bench-uwsgi-direct",
+            bench / "uwsgi-direct/compose.yaml",
+            True,
+            ("app", 9000),
         )
-        for name in names:
-            running[name] = start_stack(name)
-        results: dict[tuple[str, int], list[dict]] = {}
-        for round_ in range(args.repeat):
-            for conns in connections:
-                for label, stack in running.items():  # interleaved: each round visits all
-                    print(
-                        f"round {round_ + 1}/{args.repeat}: {label}, / at {conns} connections",
-                        file=sys.stderr,
-                    )
-                    result = measure(stack, stack.base_url() + "/", conns, args.duration)
-                    results.setdefault((label, conns), []).append(result)
-        peaks = {
-            label: {
-                s: cgroup_value("memory", c, "memory.max_usage_in_bytes") / 2**20
-                for s, c in containers(stack).items()
-            }
-            for label, stack in running.items()
-        }
-    finally:
-        for stack in running.values():
-            stop_stack(stack)
-
-    print(__doc__)
-    print(f"GET / for {args.duration} s, median (min-max) of {args.repeat} interleaved runs\n")
-    print(
-        "| stack | conns | req/s | p50 ms | p90 ms | p99 ms | non-2xx | socket errors "
-        "| CPU µs/request per container |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|")
-    for (label, conns), runs in results.items():
-        services = runs[0]["cpu_us"].keys()
-        cpu = ", ".join(f"{s} {spread([r['cpu_us'][s] for r in runs])}" for s in services)
-        print(
-            f"| {label} | {conns} | {spread([r['rps'] for r in runs])} "
-            f"| {spread([r['p50'] for r in runs], '{:.1f}')} "
-            f"| {spread([r['p90'] for r in runs], '{:.1f}')} "
-            f"| {spread([r['p99'] for r in runs], '{:.1f}')} "
-            f"| {sum(r['non2xx'] for r in runs)} | {sum(r['errors'] for r in runs)} | {cpu} |"
+    gunicorn = "nginx-gunicorn-gevent" in names
+    if gunicorn:
+        targets["Gunicorn gevent direct"] = (
+            "bench-gunicorn-direct",
+            bench / "gunicorn-direct/compose.yaml",
+            True,
+            ("app", 8000),
         )
-    print("\nPeak memory (MiB) per container:")
-    for label, services in peaks.items():
-        print(f"- {label}: " + ", ".join(f"{s} {mib:.0f}" for s, mib in services.items()))
-    print("\nImage sizes:")
+    workloads = [Workload("GET /", "/", c, list(targets)) for c in connections]
+    static_stack = "nginx-uwsgi-socket" if "nginx-uwsgi-socket" in names else names[0]
+    workloads.append(Workload("static file", STATIC_PATH, min(connections), [static_stack]))
+    if gunicorn:
+        sync = "nginx-gunicorn-gevent, sync workers"
+        targets[sync] = (
+            "bench-gunicorn-sync",
+            bench / "gunicorn-sync/compose.yaml",
+            True,
+            ("nginx", 8080),
+        )
+        workloads.append(
+            Workload(
+                "GET /slow 50 ms",
+                SLOW_PATH,
+                max(connections),
+                ["nginx-gunicorn-gevent", sync],
+                slow=True,
+            )
+        )
+    return targets, workloads
+
+
+def ratio(numerator: float, denominator: float) -> str:
+    return f"{numerator / denominator:.2f}" if denominator else "-"
+
+
+def report(data: dict) -> str:
+    """The Markdown report of one run."""
+    lines = [f"`{data['command']}`, {data['started']}", ""]
+    m = data["machine"]
+    lines += [
+        f"Machine: {m['cpu']}, {m['cores']} cores, kernel {m['kernel']}, Docker {m['docker']}, "
+        f"Compose {m['compose']}, {m['wrk']}; images {m['python_image']}, {m['nginx_image']}; "
+        f"commit {m['git']}.",
+        f"{data['duration']} s per run after a 1 s warm-up; median (min-max) of "
+        f"{data['repeat']} runs interleaved across targets.",
+        "",
+        "| workload | target | conns | req/s | × ceiling | p50 ms | p90 ms | p99 ms | non-2xx "
+        "| socket errors | CPU µs/request per container |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    ceilings = {
+        w["connections"]: median(w["runs"][CEILING], "rps")
+        for w in data["workloads"]
+        if CEILING in w["runs"]
+    }
+    for w in data["workloads"]:
+        for label, runs in w["runs"].items():
+            cpu = ", ".join(
+                f"{s} {spread([r['cpu_us'][s] for r in runs])}" for s in runs[0]["cpu_us"]
+            )
+            x_ceiling = (
+                ratio(median(runs, "rps"), ceilings.get(w["connections"], 0))
+                if w["path"] == "/"
+                else "-"
+            )
+            lines.append(
+                f"| {w['name']} | {label} | {w['connections']} "
+                f"| {spread([r['rps'] for r in runs])} | {x_ceiling} "
+                f"| {spread([r['p50'] for r in runs], '{:.1f}')} "
+                f"| {spread([r['p90'] for r in runs], '{:.1f}')} "
+                f"| {spread([r['p99'] for r in runs], '{:.1f}')} "
+                f"| {sum(r['non2xx'] for r in runs)} | {sum(r['errors'] for r in runs)} | {cpu} |"
+            )
+    flask = data["in_process"]
+    lines += [
+        "",
+        f"Flask in-process (GET / called as a WSGI app, no server): "
+        f"{spread([s['rps_per_core'] for s in flask])} req/s per core, "
+        f"{spread([s['cpu_us'] for s in flask])} µs CPU per request: the app's own share of "
+        "every app server's CPU column above.",
+    ]
+    slow = next((w for w in data["workloads"] if w["path"] == SLOW_PATH), None)
+    if slow:
+        gevent, sync = (median(slow["runs"][label], "rps") for label in slow["labels"])
+        own = next(
+            (
+                median(w["runs"]["nginx-gunicorn-gevent"], "rps")
+                for w in data["workloads"]
+                if w["path"] == "/" and w["connections"] == slow["connections"]
+            ),
+            0,
+        )
+        lines.append(
+            f"`/slow` (50 ms of waiting per request) at {slow['connections']} connections: "
+            f"gevent {gevent:.0f} req/s = {ratio(gevent, sync)}× the same-sized sync workers "
+            f"({sync:.0f} req/s), {ratio(gevent, own)}× its own `GET /` throughput."
+        )
+    lines += ["", "Peak memory (MiB) per container:"]
+    for label, services in data["peak_memory_mib"].items():
+        lines.append(f"- {label}: " + ", ".join(f"{s} {mib:.0f}" for s, mib in services.items()))
+    lines += ["", "Image sizes:"]
+    lines += [f"- {image}: {mib:.0f} MiB" for image, mib in data["image_sizes_mib"].items()]
+    lines += ["", f"Errors in production stacks over the whole run: {data['failures']}"]
+    return "\n".join(lines) + "\n"
+
+
+def chart(data: dict, path: Path) -> None:
+    """req/s and p99 per target for GET / at each connection count."""
+    import matplotlib  # noqa: PLC0415 - only the bench needs it, and headless
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    get = [w for w in data["workloads"] if w["path"] == "/"]
+    labels = list(get[0]["runs"])
+    fig, axes = plt.subplots(1, 2, figsize=(13, 0.5 * len(labels) + 2), sharey=True)
+    height = 0.8 / len(get)
+    for i, w in enumerate(get):
+        ys = [n + i * height for n in range(len(labels))]
+        for ax, key in zip(axes, ("rps", "p99"), strict=True):
+            ax.barh(
+                ys,
+                [median(w["runs"][label], key) for label in labels],
+                height=height,
+                label=f"{w['connections']} connections",
+            )
+    axes[0].set_title("GET /: requests per second (median)")
+    axes[1].set_title("GET /: p99 latency, ms (median)")
+    axes[1].set_xscale("log")
+    axes[0].set_yticks([n + 0.4 - height / 2 for n in range(len(labels))], labels)
+    axes[0].invert_yaxis()
+    axes[0].legend()
+    fig.suptitle(f"make bench, {data['started']}, {data['machine']['cores']} cores", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def image_sizes() -> dict[str, float]:
+    env = {**images_env(), **os.environ}
+    sizes = {}
     for image in (
-        "flask-stacks/app:latest",
+        APP_IMAGE,
         "flask-stacks/single-container:latest",
-        {**images_env(), **os.environ}.get("NGINX_IMAGE", "nginx:1.28"),
+        env.get("NGINX_IMAGE", "nginx:1.28"),
     ):
         size = subprocess.run(
             ["docker", "image", "inspect", "-f", "{{.Size}}", image],
@@ -216,9 +371,136 @@ def main() -> int:
             check=False,
         ).stdout.strip()
         if size:
-            print(f"- {image}: {int(size) / 2**20:.0f} MiB")
-    failures = sum(r["non2xx"] + r["errors"] for runs in results.values() for r in runs)
-    print(f"\nnon-2xx + socket errors over the whole run: {failures}")
+            sizes[image] = int(size) / 2**20
+    return sizes
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--stacks",
+        default=os.environ.get("STACKS", ""),
+        help="comma-separated; default: every nginx stack",
+    )
+    parser.add_argument("--duration", type=int, default=int(os.environ.get("DURATION", "5")))
+    parser.add_argument("--connections", default=os.environ.get("CONNECTIONS", "64,256"))
+    parser.add_argument("--repeat", type=int, default=int(os.environ.get("REPEAT", "3")))
+    parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "bench/results")))
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="1 s runs, 16 connections, once: checks the harness, measures nothing",
+    )
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.duration, args.connections, args.repeat = 1, "16", 1
+
+    if not shutil.which("wrk"):
+        raise SystemExit("bench: wrk is missing: run `make setup` (Debian: apt-get install wrk)")
+    names = [s for s in args.stacks.split(",") if s] or [s for s in STACKS if s != "flask-dev"]
+    unknown = sorted(set(names) - set(STACKS) | ({"flask-dev"} & set(names)))
+    if unknown:
+        choices = [s for s in STACKS if s != "flask-dev"]
+        raise SystemExit(f"bench: not an nginx stack: {unknown}; choose from {choices}")
+    try:
+        connections = [int(c) for c in args.connections.split(",")]
+    except ValueError:
+        raise SystemExit(
+            f"bench: CONNECTIONS={args.connections!r}: give numbers, e.g. 64,256"
+        ) from None
+    if args.duration < 1 or args.repeat < 1 or min(connections) < 1:
+        raise SystemExit("bench: DURATION, REPEAT and CONNECTIONS must be at least 1")
+
+    targets, workloads = plan(names, connections)
+    # every stack's and baseline's published address on a port the OS picks
+    os.environ.update(ephemeral_ports())
+    for compose in ROOT.glob("bench/*/compose.yaml"):
+        os.environ.update(
+            dict.fromkeys(
+                re.findall(r"\$\{(BENCH_\w+_PUBLISH):-", compose.read_text()), "127.0.0.1:0"
+            )
+        )
+    started = datetime.datetime.now(datetime.UTC)
+    running: dict[str, Target] = {}
+    flask: list[dict] = []
+    try:
+        for label, (name, compose_file, baseline, front) in targets.items():
+            stack = start_stack(name, compose_file)
+            url = stack.published()[front] if front else stack.base_url()
+            running[label] = Target(label, stack, url, baseline)
+        for round_ in range(args.repeat):
+            for w in workloads:
+                for label in w.labels:  # interleaved: each round visits every target
+                    print(
+                        f"round {round_ + 1}/{args.repeat}: {label}: {w.name} "
+                        f"at {w.connections} connections",
+                        file=sys.stderr,
+                    )
+                    result = measure(running[label], w, args.duration)
+                    w.runs.setdefault(label, []).append(result)
+            flask.append(in_process(min(args.duration, 3)))
+        peaks = {
+            label: {
+                s: cgroup_value("memory", c, "memory.max_usage_in_bytes") / 2**20
+                for s, c in containers(target.stack).items()
+            }
+            for label, target in running.items()
+        }
+    finally:
+        for target in running.values():
+            stop_stack(target.stack)
+
+    failures = sum(
+        r["non2xx"] + r["errors"]
+        for w in workloads
+        for label, runs in w.runs.items()
+        if not running[label].baseline
+        for r in runs
+    )
+    data = {
+        "command": "make bench"
+        + "".join(
+            f" {k.upper()}={v}"
+            for k, v in (
+                ("stacks", args.stacks),
+                ("duration", args.duration),
+                ("connections", args.connections),
+                ("repeat", args.repeat),
+            )
+            if v and not args.smoke
+        )
+        + (" (smoke)" if args.smoke else ""),
+        "started": started.strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine_info(),
+        "duration": args.duration,
+        "repeat": args.repeat,
+        "method": __doc__,
+        "workloads": [
+            {
+                "name": w.name,
+                "path": w.path,
+                "connections": w.connections,
+                "labels": w.labels,
+                "runs": w.runs,
+            }
+            for w in workloads
+        ],
+        "in_process": flask,
+        "peak_memory_mib": peaks,
+        "image_sizes_mib": image_sizes(),
+        "failures": failures,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / started.strftime("bench-%Y%m%d-%H%M%S")
+    markdown = report(data)
+    stem.with_suffix(".json").write_text(json.dumps(data, indent=1) + "\n")
+    stem.with_suffix(".md").write_text(markdown)
+    chart(data, stem.with_suffix(".png"))
+    for suffix in (".json", ".md", ".png"):
+        shutil.copyfile(stem.with_suffix(suffix), args.out / f"latest{suffix}")
+    print(__doc__)
+    print(markdown)
+    print(f"bench: wrote {stem}.json, .md, .png (and {args.out}/latest.*)")
     return 1 if failures else 0
 
 

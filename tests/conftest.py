@@ -243,6 +243,25 @@ def stop_stack(stack: Stack) -> None:
     )
 
 
+# Failure-behaviour figures (sent / failed / max latency / recovery), printed as a table at the end
+FIGURES: list[tuple[str, str, str]] = []
+
+
+def record(stack: Stack, scenario: str, figure: str) -> None:
+    """Keep a scenario's one-line figure for the summary table, and print it now."""
+    FIGURES.append((scenario, stack.name, figure))
+    print(f"{stack.name}: {scenario}: {figure}")
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if FIGURES:
+        terminalreporter.section("failure behaviour (figures asserted by the tests)")
+        terminalreporter.write_line("| scenario | stack | figure |")
+        terminalreporter.write_line("|---|---|---|")
+        for scenario, name, figure in sorted(FIGURES):
+            terminalreporter.write_line(f"| {scenario} | {name} | {figure} |")
+
+
 @pytest.fixture(scope="module", params=STACKS)
 def stack(request, docker) -> Stack:
     """Each stack, up once for the module, always taken down (with its volumes) afterwards."""

@@ -14,8 +14,9 @@ import time
 import pytest
 import requests
 
-from conftest import Stack
-from traffic import Background
+from conftest import Stack, record
+from faults import app_server
+from traffic import Background, summary
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -263,16 +264,20 @@ def test_allow_list_injection_refuses_to_start(stack):
 
 
 def _assert_stop_drains(stack: Stack, services: list[str]) -> None:
-    """A 3 s request is in flight when `docker compose stop` hits `services`: it must answer
-    200, and the services must exit by themselves, well inside their stop_grace_period."""
-    in_flight = Background(stack.base_url() + "/slow?seconds=3")
-    time.sleep(1)  # the request is inside a worker by now
+    """3 s requests fill the app server's slots (at most 6) when `docker compose stop` hits
+    `services`: each must answer 200, and the services must exit by themselves, well inside
+    their stop_grace_period. (Requests still queued past the slots are not in flight.)"""
+    server = app_server(stack, stack.app_services()[0])
+    count = min(6, len(server.workers) * server.slots_per_worker)
+    in_flight = [Background(stack.base_url() + "/slow?seconds=3") for _ in range(count)]
+    time.sleep(1)  # the requests are inside the workers by now
     started = time.monotonic()
     stack.compose("stop", *services, timeout=90)
     took = time.monotonic() - started
-    result = in_flight.wait()
-    assert result.status == 200, (
-        f"{stack.name}: in-flight request while stopping {services}: {result}"
+    results = [request.wait() for request in in_flight]
+    record(stack, f"graceful stop of {'+'.join(services)} under load", summary(results))
+    assert all(r.status == 200 for r in results), (
+        f"{stack.name}: in-flight requests while stopping {services}: {summary(results)}"
     )
     assert took < 15, f"{stack.name}: stopping {services} took {took:.1f} s"
     for service in services:

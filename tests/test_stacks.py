@@ -21,11 +21,7 @@ IDENTITY = [
     ("flask-dev", "Werkzeug/", None),
     ("uwsgi-socket", "uWSGI/", r"uwsgi_pass\s+unix:/run/uwsgi/uwsgi\.sock;"),
     ("uwsgi-tcp", "uWSGI/", r"uwsgi_pass\s+app:3031;"),
-    (
-        "gunicorn",
-        "gunicorn/",
-        r"server\s+app:8000;[^}]*keepalive\s+\d+;[^}]*}[\s\S]*proxy_pass\s+http://gunicorn;",
-    ),
+    ("gunicorn", "gunicorn/", r"proxy_pass\s+http://app:8000;"),
     ("single-container", "uWSGI/", r"uwsgi_pass\s+unix:/run/uwsgi/uwsgi\.sock;"),
     ("load-balanced-pair", "uWSGI/", r"server\s+app1:3031\b[^;]*;\s*server\s+app2:3031\b"),
 ]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import requests
 
@@ -15,6 +17,7 @@ class Result:
     status: int | None  # None: no HTTP answer (refused, reset, timed out)
     seconds: float
     body: dict | str | None
+    at: float = field(default=0.0)  # time.monotonic() when the request started
 
 
 def fetch(url: str, timeout: float = 10) -> Result:
@@ -22,12 +25,12 @@ def fetch(url: str, timeout: float = 10) -> Result:
     try:
         response = requests.get(url, timeout=timeout)
     except requests.RequestException as error:
-        return Result(None, time.monotonic() - started, repr(error))
+        return Result(None, time.monotonic() - started, repr(error), started)
     try:
         body = response.json()
     except ValueError:
         body = response.text
-    return Result(response.status_code, time.monotonic() - started, body)
+    return Result(response.status_code, time.monotonic() - started, body, started)
 
 
 def fetch_many(url: str, count: int, concurrency: int = 1, timeout: float = 10) -> list[Result]:
@@ -58,3 +61,111 @@ class Background:
         self._thread.join(timeout)
         assert self.result is not None, "the background request did not finish"
         return self.result
+
+
+class Stream:
+    """Steady, bounded traffic in the background: `clients` threads sending GETs back to back,
+    until `stop()` or `limit` seconds. Use as a context manager; `results` after it ends."""
+
+    def __init__(self, url: str, clients: int = 4, limit: float = 30, timeout: float = 5):
+        self.url, self.timeout = url, timeout
+        self.results: list[Result] = []
+        self._lock = threading.Lock()
+        self._deadline = time.monotonic() + limit
+        self._stopped = threading.Event()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
+
+    def _run(self) -> None:
+        while not self._stopped.is_set() and time.monotonic() < self._deadline:
+            result = fetch(self.url, self.timeout)
+            with self._lock:
+                self.results.append(result)
+
+    def __enter__(self) -> Stream:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def stop(self) -> list[Result]:
+        self._stopped.set()
+        for thread in self._threads:
+            thread.join(self.timeout + 5)
+        return sorted(self.results, key=lambda r: r.at)
+
+    def since(self, moment: float) -> list[Result]:
+        with self._lock:
+            return [r for r in self.results if r.at >= moment]
+
+    def wait_for_successes(self, count: int, after: float, timeout: float) -> float:
+        """Seconds from `after` until `count` requests in a row, started after it, succeeded."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            run = 0
+            for result in sorted(self.since(after), key=lambda r: r.at):
+                run = run + 1 if result.status == 200 else 0
+                if run >= count:
+                    return result.at + result.seconds - after
+            time.sleep(0.2)
+        raise AssertionError(
+            f"no {count} successes in a row within {timeout} s: {summary(self.since(after))}"
+        )
+
+
+def parse_wrk(out: str) -> dict:
+    """wrk --latency output -> req/s, requests, p50/p90/p99 (ms), non-2xx, socket errors."""
+
+    def ms(label: str) -> float:
+        match = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)\s*$", out, flags=re.MULTILINE)
+        if not match:
+            raise ValueError(f"wrk output has no {label}% latency line:\n{out}")
+        value, unit = float(match[1]), match[2]
+        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+    requests_ = re.search(r"(\d+) requests in", out)
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if not (requests_ and rps):
+        raise ValueError(f"wrk output has no request count or rate:\n{out}")
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    kinds = (
+        dict(zip(("connect", "read", "write", "timeout"), map(int, errors.groups()), strict=True))
+        if errors
+        else {}
+    )
+    return {
+        "rps": float(rps[1]),
+        "requests": int(requests_[1]),
+        "p50": ms("50"),
+        "p90": ms("90"),
+        "p99": ms("99"),
+        "non2xx": int(non2xx[1]) if non2xx else 0,
+        "errors": sum(kinds.values()),
+        "socket_errors": kinds,
+    }
+
+
+def wrk(url: str, connections: int, duration: int, timeout: int = 2) -> dict:
+    """wrk from the host (Debian's package; `make setup` installs it): parsed report."""
+    result = subprocess.run(
+        [
+            "wrk",
+            "--latency",
+            "-t",
+            "2",
+            "-c",
+            str(connections),
+            "-d",
+            f"{duration}s",
+            "--timeout",
+            f"{timeout}s",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=duration + timeout + 30,
+    )
+    return parse_wrk(result.stdout)

@@ -10,7 +10,7 @@ wsgi_app = "wsgi:application"
 
 # Server socket
 bind = "0.0.0.0:8000"  # the compose network only: compose publishes nginx, not this port
-backlog = 1024  # pending connections: bursts of new nginx connections beyond its idle pool
+backlog = 1024  # pending connections; nginx opens one per request
 
 # Worker processes
 workers = int(os.environ.get("GUNICORN_WORKERS", multiprocessing.cpu_count()))  # one per core
@@ -18,9 +18,6 @@ worker_class = "gevent"  # each worker serves many requests at once while they w
 worker_connections = 1000  # concurrent requests per worker
 timeout = 30  # for gevent a heartbeat: a worker whose event loop is blocked 30 s is restarted
 graceful_timeout = 30  # SIGTERM: in-flight requests get 30 s, inside compose's 35 s grace period
-# idle keep-alive connections from nginx's upstream pool stay open longer than nginx keeps them
-# (its keepalive_timeout, 60 s), so nginx closes them first and never sends on a closed one
-keepalive = 75
 # No worker recycling: without preload (unsafe with gevent's monkey-patching) a new worker imports
 # the app; 5000 recycled each worker every 2 s at 5k req/s, p99 1.3 s (make bench). If your app
 # leaks, set e.g. 200000 with max_requests_jitter 20000.

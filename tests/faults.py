@@ -1,0 +1,92 @@
+"""Faults injected into a running stack: app-server processes found and killed, memory read.
+
+Written once for every stack: the app server is uWSGI or Gunicorn, its master is the container's
+PID 1 (or tini's child in single-container), its workers are the master's children running the
+same program (single-container's nginx is a child too, and is left out).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from dataclasses import dataclass
+
+from conftest import Stack
+
+# Every process in the container: pid, parent, command line, proportional memory (PSS, KiB).
+PROCESSES = """
+import json, os
+out = []
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        cmd = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\\0", b" ").decode().strip()
+        ppid = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+        pss = 0
+        for line in open(f"/proc/{pid}/smaps_rollup"):
+            if line.startswith("Pss:"):
+                pss = int(line.split()[1])
+    except OSError:
+        continue
+    out.append({"pid": int(pid), "ppid": ppid, "cmd": cmd, "pss_kib": pss})
+print(json.dumps(out))
+"""
+
+
+@dataclass
+class AppServer:
+    program: str  # "uwsgi" or "gunicorn"
+    master: dict
+    workers: list[dict]
+
+    @property
+    def slots_per_worker(self) -> int:
+        """Requests one worker serves at once: uWSGI threads (base.ini), gevent's greenlets."""
+        return 2 if self.program == "uwsgi" else 1000
+
+
+def processes(stack: Stack, service: str) -> list[dict]:
+    return json.loads(stack.exec(service, "python", "-c", PROCESSES))
+
+
+def app_server(stack: Stack, service: str) -> AppServer:
+    procs = processes(stack, service)
+
+    def program(proc: dict) -> str | None:
+        words = proc["cmd"].split()
+        for word in words[:3]:  # "uwsgi --ini ...", "/usr/local/bin/python .../gunicorn --config"
+            name = os.path.basename(word)
+            if name in ("uwsgi", "gunicorn"):
+                return name
+        return "gunicorn" if "gunicorn" in proc["cmd"] else None
+
+    by_pid = {p["pid"]: p for p in procs}
+    masters = [p for p in procs if program(p) and not program(by_pid.get(p["ppid"], {"cmd": ""}))]
+    assert len(masters) == 1, f"{stack.name}/{service}: masters {masters} in {procs}"
+    master = masters[0]
+    workers = [p for p in procs if p["ppid"] == master["pid"] and program(p)]
+    assert workers, f"{stack.name}/{service}: no workers under {master}: {procs}"
+    return AppServer(program(master), master, workers)
+
+
+def kill_worker(stack: Stack, service: str) -> dict:
+    """SIGKILL one worker (from inside the container: `kill` is a shell builtin there)."""
+    worker = app_server(stack, service).workers[0]
+    stack.exec(service, "sh", "-c", f"kill -9 {worker['pid']}")
+    return worker
+
+
+def kill_master(stack: Stack, service: str) -> None:
+    """SIGKILL the app server's master, as a crash would: PID 1 of the container can only be
+    killed from the host (the kernel shields a namespace's init from its own processes)."""
+    server = app_server(stack, service)
+    if server.master["pid"] == 1:
+        os.kill(stack.inspect(service)["State"]["Pid"], signal.SIGKILL)
+    else:
+        stack.exec(service, "sh", "-c", f"kill -9 {server.master['pid']}", check=False)
+
+
+def memory_mib(stack: Stack, service: str) -> float:
+    """The app server's memory: PSS of the master and its workers (shared pages counted once)."""
+    server = app_server(stack, service)
+    return sum(p["pss_kib"] for p in [server.master, *server.workers]) / 1024

@@ -1,0 +1,61 @@
+"""`make bench` in smoke mode, end to end, so the harness cannot rot: every target and
+workload it knows, 1 s each, parsed, counted, written as JSON, Markdown and a chart."""
+
+import json
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def test_bench_smoke_run_writes_a_report_without_errors(docker, tmp_path):
+    stacks = "nginx-uwsgi-socket,nginx-gunicorn-gevent"  # one of each server family
+    result = subprocess.run(
+        [sys.executable, "scripts/bench.py", "--smoke", "--stacks", stacks, "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    data = json.loads((tmp_path / "latest.json").read_text())
+    measured = {(w["name"], label) for w in data["workloads"] for label in w["runs"]}
+    assert measured == {
+        ("GET /", "ceiling (nginx return 200)"),
+        ("GET /", "nginx-uwsgi-socket"),
+        ("GET /", "nginx-gunicorn-gevent"),
+        ("GET /", "uWSGI direct (HTTP/1.1 socket)"),
+        ("GET /", "Gunicorn gevent direct"),
+        ("static file", "nginx-uwsgi-socket"),
+        ("GET /slow 50 ms", "nginx-gunicorn-gevent"),
+        ("GET /slow 50 ms", "nginx-gunicorn-gevent, sync workers"),
+    }
+    for w in data["workloads"]:
+        for label, (run,) in w["runs"].items():
+            assert run["requests"] > 0 and run["rps"] > 0, (w["name"], label, run)
+            assert run["non2xx"] == 0, (w["name"], label, run)
+            assert all(cpu >= 0 for cpu in run["cpu_us"].values()), run
+            assert "docker-proxy" in run["cpu_us"]
+    nginx_cpu = data["workloads"][0]["runs"]["nginx-uwsgi-socket"][0]["cpu_us"]
+    assert nginx_cpu["app"] > 0 and nginx_cpu["nginx"] > 0, nginx_cpu  # cgroups were read
+    assert data["in_process"][0]["rps_per_core"] > 0
+    assert data["failures"] == 0
+    report = (tmp_path / "latest.md").read_text()
+    assert "| GET / | nginx-uwsgi-socket | 16 |" in report
+    assert (tmp_path / "latest.png").read_bytes().startswith(b"\x89PNG")
+    # it cleaned up: no bench project left running
+    left = subprocess.run(
+        [
+            "docker",
+            "ps",
+            "--filter",
+            "label=com.docker.compose.project",
+            "--format",
+            '{{.Label "com.docker.compose.project"}}',
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert not [p for p in left if p.startswith("fs-test-bench")], left

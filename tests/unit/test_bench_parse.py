@@ -1,0 +1,75 @@
+"""`make bench` reads wrk's report right, errors included: a parser that misses errors would
+report a broken stack as healthy."""
+
+import importlib.util
+import sys
+
+import pytest
+
+from conftest import ROOT
+from traffic import parse_wrk
+
+spec = importlib.util.spec_from_file_location("bench", ROOT / "scripts/bench.py")
+bench = importlib.util.module_from_spec(spec)
+sys.modules["bench"] = bench  # dataclasses look their module up there
+spec.loader.exec_module(bench)
+
+# wrk 4.1.0 --latency, as printed by Debian's package (a run with errors)
+WRK_WITH_ERRORS = """\
+Running 5s test @ http://127.0.0.1:8082/
+  2 threads and 256 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency    35.41ms   21.02ms   1.99s    90.12%
+    Req/Sec     3.65k   412.33     4.41k    71.00%
+  Latency Distribution
+     50%  850.00us
+     75%   38.01ms
+     90%   55.40ms
+     99%    1.21s
+  36337 requests in 5.01s, 7.27MB read
+  Socket errors: connect 0, read 12, write 0, timeout 88
+  Non-2xx or 3xx responses: 1503
+Requests/sec:   7252.12
+Transfer/sec:      1.45MB
+"""
+
+
+def test_parse_counts_requests_latency_and_errors():
+    result = parse_wrk(WRK_WITH_ERRORS)
+    assert result["requests"] == 36337
+    assert result["rps"] == pytest.approx(7252.12)
+    assert result["p50"] == pytest.approx(0.85)  # us -> ms
+    assert result["p90"] == pytest.approx(55.4)
+    assert result["p99"] == pytest.approx(1210)  # s -> ms
+    assert result["non2xx"] == 1503
+    assert result["errors"] == 100
+    assert result["socket_errors"] == {"connect": 0, "read": 12, "write": 0, "timeout": 88}
+
+
+def test_a_clean_run_has_zero_errors():
+    clean = "\n".join(
+        line
+        for line in WRK_WITH_ERRORS.splitlines()
+        if "errors" not in line and "Non-2xx" not in line
+    )
+    result = parse_wrk(clean)
+    assert (result["non2xx"], result["errors"]) == (0, 0)
+
+
+def test_output_that_is_not_a_wrk_report_is_an_error_not_zeros():
+    with pytest.raises(ValueError, match="no 50% latency line|no request count"):
+        parse_wrk("unable to connect to 127.0.0.1:8082 Connection refused\n")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--stacks", "nginx-uwsgi-sockt"], "not an nginx stack: \\['nginx-uwsgi-sockt'\\]"),
+        (["--stacks", "flask-dev"], "not an nginx stack"),
+        (["--connections", "64,lots"], "CONNECTIONS='64,lots': give numbers"),
+        (["--duration", "0"], "must be at least 1"),
+    ],
+)
+def test_bad_options_say_what_to_fix(argv, message):
+    with pytest.raises(SystemExit, match=message):
+        bench.main(argv)
