@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import statistics
+import time
 from dataclasses import dataclass
 
 from conftest import Stack
@@ -50,6 +52,19 @@ def processes(stack: Stack, service: str) -> list[dict]:
 
 
 def app_server(stack: Stack, service: str) -> AppServer:
+    """The master and its workers; waits (up to 5 s) while a recycled worker is being replaced:
+    uWSGI's max-requests can briefly leave a master without workers under load."""
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            return _app_server(stack, service)
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def _app_server(stack: Stack, service: str) -> AppServer:
     procs = processes(stack, service)
 
     def program(proc: dict) -> str | None:
@@ -87,6 +102,11 @@ def kill_master(stack: Stack, service: str) -> None:
 
 
 def memory_mib(stack: Stack, service: str) -> float:
-    """The app server's memory: PSS of the master and its workers (shared pages counted once)."""
-    server = app_server(stack, service)
-    return sum(p["pss_kib"] for p in [server.master, *server.workers]) / 1024
+    """The app server's memory: PSS of the master and its workers (shared pages counted once),
+    the median of 3 samples 0.5 s apart: a worker being recycled inflates one sample by ~30%."""
+    samples = []
+    for _ in range(3):
+        server = app_server(stack, service)
+        samples.append(sum(p["pss_kib"] for p in [server.master, *server.workers]) / 1024)
+        time.sleep(0.5)
+    return statistics.median(samples)

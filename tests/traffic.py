@@ -100,18 +100,25 @@ class Stream:
             return [r for r in self.results if r.at >= moment]
 
     def wait_for_successes(self, count: int, after: float, timeout: float) -> float:
-        """Seconds from `after` until `count` requests in a row, started after it, succeeded."""
+        """The moment (time.monotonic()) by which `count` requests in a row, all started after
+        `after`, succeeded."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             run = 0
             for result in sorted(self.since(after), key=lambda r: r.at):
                 run = run + 1 if result.status == 200 else 0
                 if run >= count:
-                    return result.at + result.seconds - after
+                    return result.at + result.seconds
             time.sleep(0.2)
         raise AssertionError(
             f"no {count} successes in a row within {timeout} s: {summary(self.since(after))}"
         )
+
+
+def outage(results: list[Result], fault: float) -> float:
+    """Seconds from the fault to the end of the last failed request (0: nothing failed)."""
+    failed = [r.at + r.seconds for r in results if r.status != 200]
+    return max(failed) - fault if failed else 0.0
 
 
 def parse_wrk(out: str) -> dict:

@@ -18,9 +18,11 @@ case $interval in
         ;;
 esac
 
-# host names (not literal addresses, not unix sockets) after server / uwsgi_pass / proxy_pass
-hosts=$(nginx -T 2>/dev/null | sed -n -E \
-    's/^[[:space:]]*(server|uwsgi_pass|proxy_pass)[[:space:]]+([a-z]+:\/\/)?([A-Za-z0-9.-]*[A-Za-z-][A-Za-z0-9.-]*):[0-9]+[[:space:];].*/\3/p' \
+# host names (not literal addresses, not unix sockets) after server / uwsgi_pass / proxy_pass,
+# comments dropped (a commented-out name that never resolves would stop every reload)
+hosts=$(nginx -T 2>/dev/null | sed 's/#.*//' \
+    | grep -oE '(^|[[:space:]{;])(server|uwsgi_pass|proxy_pass)[[:space:]]+([a-z]+://)?[A-Za-z0-9.-]+:[0-9]+' \
+    | sed -E 's/.*[[:space:]]([a-z]+:\/\/)?//; s/:[0-9]+$//' | grep -E '[A-Za-z-]' \
     | sort -u | tr '\n' ' ')
 [ -n "$hosts" ] || exit 0
 
