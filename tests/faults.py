@@ -52,8 +52,8 @@ def processes(stack: Stack, service: str) -> list[dict]:
 
 
 def app_server(stack: Stack, service: str) -> AppServer:
-    """The master and its workers; waits (up to 5 s) while a recycled worker is being replaced:
-    uWSGI's max-requests can briefly leave a master without workers under load."""
+    """The master and its workers; waits (up to 5 s) while a recycled worker is being replaced
+    (a master can briefly have none, e.g. both workers recycled at once)."""
     deadline = time.monotonic() + 5
     while True:
         try:
