@@ -69,7 +69,7 @@ lint: ## check every config: ruff, hadolint, shellcheck, compose config, nginx -
 	@scripts/setup.sh all
 	@scripts/lint.sh
 
-bench: ## measure every stack side by side (STACKS=a,b DURATION=10 CONNECTIONS=64,256 REPEAT=3)
+bench: ## measure every stack side by side (STACKS=a,b DURATION=5 CONNECTIONS=64,256 REPEAT=3) into bench/results/
 	@scripts/setup.sh all
 	$(VENV)/python scripts/bench.py
 

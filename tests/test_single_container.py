@@ -5,7 +5,6 @@ ALLOWED (the seed's name) validated; a dead process never leaves a half-alive co
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import subprocess
@@ -14,26 +13,14 @@ import time
 import pytest
 import requests
 
+import faults
 from conftest import only
 
 pytestmark = only("single-container")
 
-PROCESSES = """
-import json, os
-out = []
-for pid in filter(str.isdigit, os.listdir("/proc")):
-    try:
-        cmd = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\\0", b" ").decode().strip()
-        ppid = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
-    except OSError:
-        continue
-    out.append({"pid": int(pid), "ppid": ppid, "cmd": cmd})
-print(json.dumps(out))
-"""
-
 
 def processes(stack) -> list[dict]:
-    return json.loads(stack.exec("app", "python", "-c", PROCESSES))
+    return faults.processes(stack, "app")
 
 
 def find(procs: list[dict], pattern: str) -> dict:
