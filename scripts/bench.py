@@ -32,6 +32,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
@@ -425,7 +427,10 @@ def main(argv: list[str] | None = None) -> int:
     flask: list[dict] = []
     try:
         for label, (name, compose_file, baseline, front) in targets.items():
-            stack = start_stack(name, compose_file)
+            try:
+                stack = start_stack(name, compose_file)
+            except pytest.fail.Exception as error:  # it could not come up: the logs, no traceback
+                raise SystemExit(f"bench: {error}") from None
             url = stack.published()[front] if front else stack.base_url()
             running[label] = Target(label, stack, url, baseline)
         for round_ in range(args.repeat):
