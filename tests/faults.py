@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import statistics
 import time
 from dataclasses import dataclass
 
-from conftest import Stack
+from conftest import ROOT, Stack
 
 # Every process in the container: pid, parent, command line, proportional memory (PSS, KiB).
 PROCESSES = """
@@ -43,8 +44,13 @@ class AppServer:
 
     @property
     def slots_per_worker(self) -> int:
-        """Requests one worker serves at once: uWSGI threads (base.ini), gevent's greenlets."""
-        return 2 if self.program == "uwsgi" else 1000
+        """Requests one worker serves at once: uWSGI's threads, gevent's worker_connections."""
+        config, setting = {
+            "uwsgi": ("shared/uwsgi/base.ini", "threads"),
+            "gunicorn": ("stacks/nginx-gunicorn-gevent/gunicorn.conf.py", "worker_connections"),
+        }[self.program]
+        text = (ROOT / config).read_text()
+        return int(re.search(rf"^{setting} = (\d+)", text, flags=re.MULTILINE)[1])
 
 
 def processes(stack: Stack, service: str) -> list[dict]:
