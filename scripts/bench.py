@@ -80,6 +80,7 @@ class Target:
     stack: Stack
     url: str
     baseline: bool  # baselines' errors are reported, not failures (sync workers time out)
+    containers: dict[str, str]  # service -> container id
 
 
 @dataclass
@@ -140,7 +141,7 @@ def proc_cpu_ns(pids: list[int]) -> int:
 
 
 def measure(target: Target, workload: Workload, duration: int) -> dict:
-    ids = containers(target.stack)
+    ids = target.containers
     url = target.url + workload.path
     pids = proxy_pids(target.url.rsplit(":", 1)[1])
     if not workload.slow:
@@ -415,13 +416,7 @@ def main(argv: list[str] | None = None) -> int:
 
     targets, workloads = plan(names, connections)
     # every stack's and baseline's published address on a port the OS picks
-    os.environ.update(ephemeral_ports())
-    for compose in ROOT.glob("bench/*/compose.yaml"):
-        os.environ.update(
-            dict.fromkeys(
-                re.findall(r"\$\{(BENCH_\w+_PUBLISH):-", compose.read_text()), "127.0.0.1:0"
-            )
-        )
+    os.environ.update(ephemeral_ports("bench/*/compose.yaml"))
     started = datetime.datetime.now(datetime.UTC)
     running: dict[str, Target] = {}
     flask: list[dict] = []
@@ -432,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
             except pytest.fail.Exception as error:  # it could not come up: the logs, no traceback
                 raise SystemExit(f"bench: {error}") from None
             url = stack.published()[front] if front else stack.base_url()
-            running[label] = Target(label, stack, url, baseline)
+            running[label] = Target(label, stack, url, baseline, containers(stack))
         for round_ in range(args.repeat):
             for w in workloads:
                 for label in w.labels:  # interleaved: each round visits every target
@@ -447,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
         peaks = {
             label: {
                 s: cgroup_value("memory", c, "memory.max_usage_in_bytes") / 2**20
-                for s, c in containers(target.stack).items()
+                for s, c in target.containers.items()
             }
             for label, target in running.items()
         }

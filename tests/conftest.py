@@ -43,11 +43,14 @@ def publish_var(stack: str) -> str:
     return stack.upper().replace("-", "_") + "_PUBLISH"
 
 
-def ephemeral_ports() -> dict[str, str]:
-    """Every *_PUBLISH variable of every stack set to 127.0.0.1:0: the OS picks free ports, so
-    tests never collide with each other or with a stack a user has up."""
+def ephemeral_ports(*patterns: str) -> dict[str, str]:
+    """Every *_PUBLISH variable of every stack (and of the compose files `patterns` add, e.g.
+    make bench's baselines) set to 127.0.0.1:0: the OS picks free ports, so tests never collide
+    with each other or with a stack a user has up."""
     names = set()
-    for compose in ROOT.glob("stacks/*/compose.yaml"):
+    for compose in (
+        p for pattern in ("stacks/*/compose.yaml", *patterns) for p in ROOT.glob(pattern)
+    ):
         names.update(re.findall(r"\$\{([A-Z0-9_]+_PUBLISH):-", compose.read_text()))
     return dict.fromkeys(sorted(names), "127.0.0.1:0")
 
@@ -112,16 +115,21 @@ class Stack:
     def exec(self, service: str, *cmd: str, check: bool = True) -> str:
         return self.compose("exec", "-T", service, *cmd, check=check).stdout
 
-    def logs(self, *services: str) -> str:
+    def logs(self, *services: str, since: float | None = None) -> str:
         """Logs of the services (all when none given), stdout and stderr, restarting ones too:
-        `docker compose logs <service>` skips a container while it is restarting."""
+        `docker compose logs <service>` skips a container while it is restarting. `since`: only
+        lines written after this time.time()."""
+        after = ["--since", f"{since:.3f}"] if since is not None else []
         if not services:
-            return self.compose("logs", "--no-color", "--no-log-prefix", check=False).stdout
+            return self.compose("logs", "--no-color", "--no-log-prefix", *after, check=False).stdout
         out = []
         for service in services:
             for container in self.compose("ps", "--all", "--quiet", service).stdout.split():
                 result = subprocess.run(
-                    ["docker", "logs", container], capture_output=True, text=True, check=False
+                    ["docker", "logs", *after, container],
+                    capture_output=True,
+                    text=True,
+                    check=False,
                 )
                 out.append(result.stdout + result.stderr)
         return "".join(out)

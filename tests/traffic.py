@@ -99,6 +99,13 @@ class Stream:
         with self._lock:
             return [r for r in self.results if r.at >= moment]
 
+    def served_by(self, hostname: str, after: float = 0.0) -> bool:
+        """Whether a /whoami request started after `after` was answered by `hostname`."""
+        return any(
+            isinstance(r.body, dict) and r.body.get("hostname") == hostname
+            for r in self.since(after)
+        )
+
     def wait_for_successes(self, count: int, after: float, timeout: float) -> float:
         """The moment (time.monotonic()) by which `count` requests in a row, all started after
         `after`, succeeded."""
@@ -113,6 +120,14 @@ class Stream:
         raise AssertionError(
             f"no {count} successes in a row within {timeout} s: {summary(self.since(after))}"
         )
+
+
+def wait_for(condition, timeout: float, what: str) -> None:
+    """Poll `condition` every 0.2 s until it holds; fail with `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
+        time.sleep(0.2)
 
 
 def outage(results: list[Result], fault: float) -> float:
