@@ -4,19 +4,24 @@
 SHELL  := /bin/bash
 STACKS := $(sort $(patsubst stacks/%/compose.yaml,%,$(wildcard stacks/*/compose.yaml)))
 STACK  ?=
+TLS    ?=
+ACME   ?=
 PYTEST_ARGS ?=
 
 VENV   := .venv/bin
 # base images chosen by setup (official, or local stand-ins where no registry answers)
 WITH_IMAGES = set -a && . ./.images.env && set +a &&
-COMPOSE = $(WITH_IMAGES) docker compose -f stacks/$(STACK)/compose.yaml
+# HTTPS overlays (README: HTTPS): TLS=1 adds the stack's TLS overlay, ACME=1 certbot on top
+TLS_OVERLAY = $(firstword $(wildcard stacks/$(STACK)/compose.tls.yaml) shared/compose/tls.yaml)
+OVERLAYS = $(if $(TLS)$(ACME),-f $(TLS_OVERLAY)) $(if $(ACME),-f shared/compose/acme.yaml)
+COMPOSE = $(WITH_IMAGES) docker compose -f stacks/$(STACK)/compose.yaml $(OVERLAYS)
 # `docker compose ps` format: "<service> http://127.0.0.1:<port>/" per published port
-PUBLISHED = '{{.Service}}{{range .Publishers}}{{if .PublishedPort}} http://{{.URL}}:{{.PublishedPort}}/{{end}}{{end}}'
+PUBLISHED = '{{.Service}}{{range .Publishers}}{{if .PublishedPort}} {{if eq .TargetPort 8443}}https{{else}}http{{end}}://{{.URL}}:{{.PublishedPort}}/{{end}}{{end}}'
 
 .DEFAULT_GOAL := help
 FAMILIES := $(patsubst docker-compose.%.yml,%,$(wildcard docker-compose.*.yml))
 
-.PHONY: help setup offline-images up down logs ps lint bench test test-unit check-stack \
+.PHONY: help setup offline-images certs up down logs ps lint bench test test-unit check-stack \
         $(addprefix up-,$(FAMILIES)) $(addprefix down-,$(FAMILIES))
 
 help: ## list targets and stacks
@@ -40,15 +45,32 @@ check-stack:
 	@if [ -z "$(STACK)" ] || [ ! -f "stacks/$(STACK)/compose.yaml" ]; then \
 	  echo "STACK='$(STACK)' is not a stack. Use one of: $(STACKS)" >&2; \
 	  echo "  e.g. make $(MAKECMDGOALS) STACK=nginx-uwsgi-socket" >&2; exit 2; fi
+	@if [ -n "$(TLS)$(ACME)" ] && ! grep -qE '^  nginx:' stacks/$(STACK)/compose.yaml \
+	  && [ ! -f stacks/$(STACK)/compose.tls.yaml ]; then \
+	  echo "$(STACK) has no nginx to terminate TLS; TLS=1 works with the nginx stacks" >&2; exit 2; fi
+	@if [ -n "$(ACME)" ] && ! grep -qE '^  nginx:' stacks/$(STACK)/compose.yaml; then \
+	  echo "ACME=1 needs a stack with an nginx service; for $(STACK) mount certbot's files (README: HTTPS)" >&2; exit 2; fi
 
-up: check-stack ## build and start STACK, wait until healthy, print its URL
+certs: ## make a local CA and a certificate for localhost in certs/ (for TLS=1), print how to trust it
+	@scripts/certs.sh certs
+
+# TLS=1 without a certificate of your own (TLS_CERTS_DIR): a local one, made once
+ifneq ($(TLS),)
+ifeq ($(ACME)$(TLS_CERTS_DIR),)
+up: certs/fullchain.pem
+endif
+endif
+certs/fullchain.pem:
+	@scripts/certs.sh certs
+
+up: check-stack ## build and start STACK (TLS=1: HTTPS, ACME=1: Let's Encrypt), wait until healthy
 	@scripts/setup.sh docker
 	@$(COMPOSE) up --build --detach --wait --wait-timeout 180
 	@$(COMPOSE) ps --format $(PUBLISHED) \
-	  | awk 'NF > 1 { print "$(STACK) is up: " $$2 " (" $$1 ")" }'
+	  | awk 'NF > 1 { s = $$1; $$1 = ""; print "$(STACK) is up:" $$0 " (" s ")" }'
 
-down: check-stack ## stop STACK and remove its containers, network and volumes
-	@$(COMPOSE) down --volumes --remove-orphans
+down: check-stack ## stop STACK and remove its containers, network and volumes (ACME=1 keeps them)
+	@$(COMPOSE) down $(if $(ACME),,--volumes) --remove-orphans
 
 logs: check-stack ## follow STACK's logs
 	@$(COMPOSE) logs --follow --tail 100

@@ -17,13 +17,16 @@ check() {  # check <name> <command...>
 # app servers (shared/compose/lint-nginx.yaml points their names at loopback), then gixy on
 # the full rendered config. A stack without an nginx service is checked in its one service
 # if that has nginx (single-container); flask-dev has none.
+# With a TLS overlay as $3 (TLS=on, throwaway certificates), the HTTPS config is checked too.
 nginx_check() {
-  local stack=$1 service=$2 project dump
+  local stack=$1 service=$2 overlay=${3:-} project dump
   project="lint-$stack-$$"
   dump=$(mktemp --suffix=.conf)
   local compose=(docker compose -f "stacks/$stack/compose.yaml" -p "$project")
   [ "$service" = nginx ] && compose+=(-f shared/compose/lint-nginx.yaml)
-  "${compose[@]}" run --rm --no-deps -T "$service" nginx -T >"$dump.raw" 2>"$dump.err"
+  [ -n "$overlay" ] && compose+=(-f "$overlay")
+  # --build: single-container bakes the nginx files into its image; a stale one would be checked
+  "${compose[@]}" run --build --rm --no-deps -T "$service" nginx -T >"$dump.raw" 2>"$dump.err"
   local rc=$?
   "${compose[@]}" down --volumes --remove-orphans >/dev/null 2>&1
   if [ $rc -ne 0 ]; then
@@ -32,7 +35,7 @@ nginx_check() {
     return 1
   fi
   sed -n '/^# configuration file /,$p' "$dump.raw" >"$dump"   # drop the entrypoint's own lines
-  $VENV/gixy --format text "$dump" 2>&1 | grep -v '^\[nginx_parser\]' | sed "s|$dump|stacks/$stack (nginx -T)|"
+  $VENV/gixy --format text "$dump" 2>&1 | grep -v '^\[nginx_parser\]' | sed "s|$dump|stacks/$stack${overlay:+ + $overlay} (nginx -T)|"
   rc=${PIPESTATUS[0]}
   rm -f "$dump" "$dump.raw" "$dump.err"
   return "$rc"
@@ -59,13 +62,27 @@ set +a
 for file in stacks/*/compose.yaml docker-compose.*.yml bench/*/compose.yaml; do
   check "compose config: $file" docker compose -f "$file" config --quiet
 done
+# HTTPS: every nginx config again with its TLS overlay, on a throwaway local certificate
+TLS_CERTS_DIR=$(mktemp -d)
+chmod 0755 "$TLS_CERTS_DIR"
+export TLS_CERTS_DIR
+trap 'rm -rf "$TLS_CERTS_DIR"' EXIT
+scripts/certs.sh "$TLS_CERTS_DIR" >/dev/null
+for file in shared/compose/tls.yaml shared/compose/acme.yaml stacks/*/compose.tls.yaml; do
+  check "compose config: $file" docker compose -f stacks/nginx-uwsgi-socket/compose.yaml \
+    -f shared/compose/tls.yaml ${file:+-f "$file"} config --quiet
+done
 for file in stacks/*/compose.yaml; do
   stack=$(basename "$(dirname "$file")")
+  tls_overlay=shared/compose/tls.yaml
+  [ -f "stacks/$stack/compose.tls.yaml" ] && tls_overlay=stacks/$stack/compose.tls.yaml
   mapfile -t services < <(docker compose -f "$file" config --services)
   if printf '%s\n' "${services[@]}" | grep -qx nginx; then
     check "nginx -t + gixy: $stack" nginx_check "$stack" nginx
+    check "nginx -t + gixy: $stack, TLS" nginx_check "$stack" nginx "$tls_overlay"
   elif [ ${#services[@]} -eq 1 ] && has_nginx "$file" "${services[0]}"; then
     check "nginx -t + gixy: $stack (${services[0]})" nginx_check "$stack" "${services[0]}"
+    check "nginx -t + gixy: $stack (${services[0]}), TLS" nginx_check "$stack" "${services[0]}" "$tls_overlay"
   fi
 done
 

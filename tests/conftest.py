@@ -68,6 +68,7 @@ class Stack:
     compose_file: Path
     project: str
     env: dict[str, str]
+    overlays: tuple[Path, ...] = ()  # compose files layered on top (e.g. shared/compose/tls.yaml)
     failed: bool = field(default=False)
 
     @functools.cached_property
@@ -93,7 +94,8 @@ class Stack:
         self, *args: str, check: bool = True, timeout: float = 120, env: dict | None = None
     ) -> subprocess.CompletedProcess:
         """Run `docker compose` on this project; `env` adds variables for this call only."""
-        cmd = ["docker", "compose", "-f", str(self.compose_file), "-p", self.project, *args]
+        files = [arg for path in (self.compose_file, *self.overlays) for arg in ("-f", str(path))]
+        cmd = ["docker", "compose", *files, "-p", self.project, *args]
         return subprocess.run(
             cmd,
             env={**self.env, **(env or {})},
@@ -214,13 +216,20 @@ def pytest_runtest_makereport(item, call):
     return report
 
 
-def start_stack(name: str, compose_file: Path | None = None) -> Stack:
-    """`docker compose up --build --wait` under a unique project name; fails with the logs."""
+def start_stack(
+    name: str,
+    compose_file: Path | None = None,
+    overlays: tuple[Path, ...] = (),
+    env: dict[str, str] | None = None,
+) -> Stack:
+    """`docker compose up --build --wait` under a unique project name; fails with the logs.
+    `overlays`: compose files on top of the stack's; `env`: variables for compose."""
     stack = Stack(
         name=name,
         compose_file=compose_file or ROOT / "stacks" / name / "compose.yaml",
         project=f"fs-test-{name.replace('.', '-')}-{uuid.uuid4().hex[:6]}",
-        env={**os.environ, **images_env(), **ephemeral_ports()},
+        env={**os.environ, **images_env(), **ephemeral_ports(), **(env or {})},
+        overlays=overlays,
     )
     result = stack.compose(
         "up",

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import requests
+from requests_toolbelt.adapters.host_header_ssl import HostHeaderSSLAdapter
 
 
 @dataclass
@@ -20,10 +21,16 @@ class Result:
     at: float = field(default=0.0)  # time.monotonic() when the request started
 
 
-def fetch(url: str, timeout: float = 10) -> Result:
+def fetch(url: str, timeout: float = 10, verify: bool | str = True, host: str = "") -> Result:
+    """One GET on a new connection. `verify`: a CA file for HTTPS with a private CA; `host`: the
+    name to ask for (Host, SNI) and verify when `url` names an address, e.g. 127.0.0.1."""
     started = time.monotonic()
     try:
-        response = requests.get(url, timeout=timeout)
+        with requests.Session() as session:
+            if host:  # requests-toolbelt: SNI and certificate check follow the Host header
+                session.mount("https://", HostHeaderSSLAdapter())
+            headers = {"Host": host} if host else {}
+            response = session.get(url, timeout=timeout, verify=verify, headers=headers)
     except requests.RequestException as error:
         return Result(None, time.monotonic() - started, repr(error), started)
     try:
@@ -67,8 +74,16 @@ class Stream:
     """Steady, bounded traffic in the background: `clients` threads sending GETs back to back,
     until `stop()` or `limit` seconds. Use as a context manager; `results` after it ends."""
 
-    def __init__(self, url: str, clients: int = 4, limit: float = 30, timeout: float = 5):
-        self.url, self.timeout = url, timeout
+    def __init__(
+        self,
+        url: str,
+        clients: int = 4,
+        limit: float = 30,
+        timeout: float = 5,
+        verify: bool | str = True,
+        host: str = "",
+    ):
+        self.url, self.timeout, self.verify, self.host = url, timeout, verify, host
         self.results: list[Result] = []
         self._lock = threading.Lock()
         self._deadline = time.monotonic() + limit
@@ -77,7 +92,7 @@ class Stream:
 
     def _run(self) -> None:
         while not self._stopped.is_set() and time.monotonic() < self._deadline:
-            result = fetch(self.url, self.timeout)
+            result = fetch(self.url, self.timeout, self.verify, self.host)
             with self._lock:
                 self.results.append(result)
 

@@ -9,4 +9,7 @@ set -eu
 ALLOWED_IPS="${ALLOWED_IPS:-${ALLOWED:-}}" ALLOWED_IPS_CONF=/etc/nginx/generated/allowed-ips.conf \
     allowed-ips
 
+# HTTPS when TLS=on (a certificate in /etc/nginx/certs; the overlay compose.tls.yaml), else off
+TLS_CONF=/etc/nginx/generated/tls.conf tls
+
 exec "$@"

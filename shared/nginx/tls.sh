@@ -1,0 +1,69 @@
+#!/bin/sh
+# HTTPS switch for nginx: TLS=on adds snippets/tls.conf (listen 8443 ssl, HTTP -> HTTPS) to the
+# server block, through /etc/nginx/generated/tls.conf; TLS=off (the default) leaves it empty.
+#   TLS=on|off            HTTPS_PORT=8443 (the public port in redirects; 443 drops it from URLs)
+#   HSTS_MAX_AGE=<s>|''   CERT_RECHECK_SECONDS=60 (renewed certificates are picked up this fast)
+# With TLS on, a watcher reloads nginx (gracefully: open connections finish on the old
+# certificate) when /etc/nginx/certs/{fullchain,privkey}.pem change: certbot renewals, or a
+# certificate you replace yourself. Bad values stop the start with what to fix.
+# Run by the nginx image's entrypoint from /docker-entrypoint.d/ (POSIX sh: any nginx image).
+set -eu
+
+out="${TLS_CONF:-/etc/nginx/generated/tls.conf}"
+certs="${TLS_CERTS_DIR:-/etc/nginx/certs}"
+
+fail() {
+    echo "tls: ERROR: $*; the container will not start." >&2
+    exit 1
+}
+is_whole() { case $1 in '' | *[!0-9]* | 0?*) return 1 ;; esac; }
+
+case "${TLS:-off}" in
+    off | '')
+        echo "# TLS=off: plain HTTP only (tls.sh)" >"$out"
+        exit 0
+        ;;
+    on) ;;
+    *) fail "TLS='${TLS}' must be on or off" ;;
+esac
+
+port="${HTTPS_PORT:-443}"
+is_whole "$port" && [ "$port" -ge 1 ] && [ "$port" -le 65535 ] \
+    || fail "HTTPS_PORT='$port' is not a port number (1-65535), e.g. HTTPS_PORT=443"
+hsts="${HSTS_MAX_AGE:-}"
+[ -z "$hsts" ] || is_whole "$hsts" \
+    || fail "HSTS_MAX_AGE='$hsts' is not a number of seconds (e.g. 63072000) or empty (no HSTS)"
+interval="${CERT_RECHECK_SECONDS:-60}"
+is_whole "$interval" && [ "$interval" -ge 1 ] \
+    || fail "CERT_RECHECK_SECONDS='$interval' is not a whole number of seconds above 0"
+for file in fullchain.pem privkey.pem; do
+    [ -r "$certs/$file" ] || fail "TLS=on but $certs/$file is missing or not readable by uid $(id -u):" \
+        "run 'make certs' (a local CA), mount your own (README: HTTPS), or use the ACME overlay"
+done
+
+suffix=":$port"
+[ "$port" != 443 ] || suffix=""
+{
+    echo "# TLS=on (tls.sh): HTTPS on 8443, HTTP redirected to it"
+    echo "set \$https_port \"$suffix\";"
+    echo "set \$hsts \"${hsts:+max-age=$hsts}\";"
+    echo "include /etc/nginx/snippets/tls.conf;"
+} >"$out"
+
+fingerprint() { cat "$certs/fullchain.pem" "$certs/privkey.pem" 2>/dev/null | cksum; }
+
+echo "tls: HTTPS on 8443 (public port $port), HSTS ${hsts:-off}; certificate checked every $interval s"
+(
+    last=$(fingerprint)
+    while sleep "$interval"; do
+        now=$(fingerprint)
+        [ "$now" != "$last" ] || continue
+        # a half-written pair (the key replaced, the chain not yet) fails the test: try again later
+        if nginx -t -q 2>/dev/null; then
+            echo "tls: certificate changed, reloading nginx"
+            nginx -s reload && last=$now
+        else
+            echo "tls: certificate changed but does not load yet (nginx -t); keeping the current one"
+        fi
+    done
+) &

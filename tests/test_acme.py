@@ -1,0 +1,153 @@
+"""The ACME path for real, once: nginx-uwsgi-socket + tls.yaml + acme.yaml, with Let's Encrypt's
+test server pebble in the project (tests/acme/compose.pebble.yaml). certbot gets a certificate
+through nginx's challenge location, nginx serves it, and a forced renewal swaps it under
+traffic without a failed request."""
+
+from __future__ import annotations
+
+import ssl
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from requests_toolbelt.adapters.host_header_ssl import HostHeaderSSLAdapter
+
+from conftest import ROOT, Stack, start_stack, stop_stack
+from tlsclient import TLS_STACKS, free_port, make_certs, served_certificate
+from traffic import Stream, summary, wait_for
+
+DOMAIN = "acme.flask-stacks.test"  # nginx's alias on the project network, which pebble resolves
+STACK = "nginx-uwsgi-socket"
+
+
+def get(url: str, host: str, ca: Path, **kwargs) -> requests.Response:
+    """GET 127.0.0.1 as `host` (Host header, SNI, certificate name), verified against `ca`."""
+    with requests.Session() as session:
+        session.mount("https://", HostHeaderSSLAdapter())
+        return session.get(url, headers={"Host": host}, verify=ca, timeout=10, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def pebble_certs(tmp_path_factory) -> Path:
+    """pebble's own HTTPS pair (its ACME API), from a local CA that certbot is told to trust."""
+    folder = tmp_path_factory.mktemp("pebble-certs")
+    folder.chmod(0o755)
+    make_certs(folder, "pebble")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def stack(docker, pebble_certs) -> Stack:
+    port = free_port()
+    started = start_stack(
+        STACK,
+        overlays=(
+            ROOT / "shared/compose/tls.yaml",
+            ROOT / "shared/compose/acme.yaml",
+            ROOT / "tests/acme/compose.pebble.yaml",
+        ),
+        env={
+            "PEBBLE_CERTS_DIR": str(pebble_certs),
+            "HTTPS_PORT": str(port),
+            "CERT_RECHECK_SECONDS": "1",
+        },
+    )
+    started.https_port = port
+    try:
+        yield started
+    finally:
+        stop_stack(started)
+
+
+@pytest.fixture(scope="module")
+def pebble_root(stack, pebble_certs, tmp_path_factory) -> Path:
+    """The root pebble signs with (new on every pebble start), from its management API."""
+    api = stack.published()["pebble", 15000].replace("http://", "https://")
+    response = get(f"{api}/roots/0", "pebble", pebble_certs / "ca.pem")
+    assert response.status_code == 200, response.text
+    path = tmp_path_factory.mktemp("pebble-root") / "root.pem"
+    path.write_text(response.text)
+    return path
+
+
+def test_certificate_from_the_acme_server_is_served(stack, pebble_root):
+    def issued() -> bool:
+        try:
+            served_certificate(stack.https_port, pebble_root, DOMAIN)
+        except ssl.SSLCertVerificationError:
+            return False  # still the placeholder
+        return True
+
+    wait_for(issued, timeout=90, what="nginx serving a certificate that pebble issued")
+    cert = served_certificate(stack.https_port, pebble_root, DOMAIN)
+    assert ("DNS", DOMAIN) in cert["subjectAltName"], cert
+    issuer = dict(pair[0] for pair in cert["issuer"])
+    assert issuer["commonName"].startswith("Pebble Intermediate CA"), issuer
+    assert "acme: installed" in stack.logs("certbot")
+
+
+def test_https_with_hsts_through_the_acme_certificate(stack, pebble_root):
+    response = get(f"https://127.0.0.1:{stack.https_port}/whoami", DOMAIN, pebble_root)
+    assert response.status_code == 200, response.text
+    assert response.json()["scheme"] == "https"
+    assert response.headers["Strict-Transport-Security"] == "max-age=63072000"
+
+
+def test_only_nginx_can_read_the_key(stack):
+    mode = stack.exec("nginx", "stat", "-c", "%a %g", "/etc/nginx/certs/privkey.pem").split()
+    assert mode == ["640", "101"], f"privkey.pem is {mode}, want 640 and group 101 (nginx)"
+
+
+def test_forced_renewal_swaps_the_certificate_without_a_failed_request(stack, pebble_root):
+    before = served_certificate(stack.https_port)["sha256"]
+    started = stack.inspect("nginx")["State"]["StartedAt"]
+    url = f"https://127.0.0.1:{stack.https_port}/whoami"
+    with Stream(url, clients=4, limit=120, verify=str(pebble_root), host=DOMAIN) as stream:
+        time.sleep(1)
+        renew = stack.compose(
+            *("exec", "-T", "certbot", "certbot", "renew", "--force-renewal"),
+            "--no-random-sleep-on-renew",  # certbot otherwise waits up to 8 min when not on a TTY
+            timeout=120,
+            check=False,
+        )
+        assert renew.returncode == 0, renew.stdout[-2000:] + renew.stderr[-2000:]
+        wait_for(
+            lambda: served_certificate(stack.https_port)["sha256"] != before,
+            timeout=20,
+            what="nginx serving the renewed certificate",
+        )
+        swapped = time.monotonic()
+        time.sleep(1)
+    results = stream.stop()
+    assert [r for r in results if r.status != 200] == [], summary(results)
+    assert stream.since(swapped), "no request after the swap"
+    assert stack.inspect("nginx")["State"]["StartedAt"] == started, "nginx was restarted"
+    served_certificate(stack.https_port, pebble_root, DOMAIN)  # and it verifies
+
+
+def test_certbot_without_domains_stops_with_the_fix(stack):
+    result = stack.compose(
+        *("run", "--rm", "--no-deps", "-T", "-e", "ACME_DOMAINS=", "certbot"),
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "ACME_DOMAINS is empty" in result.stdout + result.stderr, result.stderr
+
+
+def test_acme_overlay_renders_for_every_nginx_stack():
+    """acme.yaml adds to the `nginx` service: every stack that has one accepts it."""
+    for name, overlay in TLS_STACKS.items():
+        if overlay.name != "tls.yaml":
+            continue
+        files = ["-f", f"stacks/{name}/compose.yaml", "-f", str(overlay)]
+        files += ["-f", "shared/compose/acme.yaml"]
+        result = subprocess.run(
+            ["docker", "compose", *files, "config", "--quiet"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 0, f"{name}: {result.stderr}"
