@@ -16,9 +16,15 @@ import httpx
 import pytest
 import requests
 
-from conftest import STACKS, Stack, start_stack, stop_stack
-from tlsclient import TLS_STACKS, free_port, make_certs, served_certificate
-from traffic import Stream, summary, wait_for
+from conftest import STACKS, Stack, stop_stack
+from tlsclient import (
+    TLS_STACKS,
+    make_certs,
+    served_certificate,
+    start_tls_stack,
+    swap_under_traffic,
+)
+from traffic import Stream, wait_for
 
 
 def handshake(port: int, version: ssl.TLSVersion, ciphers: str | None = None) -> str:
@@ -50,17 +56,9 @@ def local_ca(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module", params=sorted(TLS_STACKS))
 def stack(request, docker, local_ca) -> Stack:
     """Each nginx stack with HTTPS on, up once for the module, always taken down."""
-    port = free_port()
-    started = start_stack(
-        request.param,
-        overlays=(TLS_STACKS[request.param],),
-        env={
-            "TLS_CERTS_DIR": str(local_ca),
-            "HTTPS_PORT": str(port),
-            "CERT_RECHECK_SECONDS": "1",
-        },
+    started = start_tls_stack(
+        request.param, (TLS_STACKS[request.param],), {"TLS_CERTS_DIR": str(local_ca)}
     )
-    started.https_port = port
     try:
         yield started
     finally:
@@ -162,22 +160,8 @@ def test_scan_finds_nothing_against_mozilla_intermediate(stack, local_ca):
 def test_replaced_certificate_is_served_without_a_failed_request(stack, https_url, local_ca):
     """What a renewal does (certbot's deploy hook, or you): new files in the mounted folder.
     nginx notices (CERT_RECHECK_SECONDS=1 here) and reloads gracefully."""
-    before = served_certificate(stack.https_port)["sha256"]
-    started = stack.inspect(stack.front)["State"]["StartedAt"]
-    with Stream(f"{https_url}/whoami", clients=4, limit=60, verify=local_ca / "ca.pem") as stream:
-        time.sleep(1)
-        make_certs(local_ca)  # same CA, new key and certificate
-        wait_for(
-            lambda: served_certificate(stack.https_port)["sha256"] != before,
-            timeout=20,
-            what="nginx serving the new certificate",
-        )
-        swapped = time.monotonic()
-        time.sleep(1)
-    results = stream.stop()
-    assert [r for r in results if r.status != 200] == [], summary(results)
-    assert stream.since(swapped), "no request after the swap"
-    assert stack.inspect(stack.front)["State"]["StartedAt"] == started, "nginx was restarted"
+    stream = Stream(f"{https_url}/whoami", clients=4, limit=60, verify=local_ca / "ca.pem")
+    swap_under_traffic(stack, stack.front, stream, lambda: make_certs(local_ca))
 
 
 def test_bad_tls_settings_stop_nginx_with_the_fix(stack, tmp_path):

@@ -8,9 +8,12 @@ import re
 import socket
 import ssl
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
-from conftest import ROOT, STACKS
+from conftest import ROOT, STACKS, Stack, start_stack
+from traffic import Stream, summary, wait_for
 
 
 def tls_overlay(name: str) -> Path | None:
@@ -52,3 +55,33 @@ def served_certificate(port: int, ca: Path | None = None, name: str = "localhost
         if ca:
             return tls.getpeercert()
         return {"sha256": hashlib.sha256(tls.getpeercert(binary_form=True)).hexdigest()}
+
+
+def start_tls_stack(name: str, overlays: tuple[Path, ...], env: dict[str, str]) -> Stack:
+    """A stack with HTTPS on a free port (`stack.https_port`), certificates checked each second."""
+    port = free_port()
+    env = {**env, "HTTPS_PORT": str(port), "CERT_RECHECK_SECONDS": "1"}
+    stack = start_stack(name, overlays=overlays, env=env)
+    stack.https_port = port
+    return stack
+
+
+def swap_under_traffic(stack: Stack, service: str, stream: Stream, swap: Callable[[], None]):
+    """Runs `swap` (new certificate files) while `stream` sends HTTPS requests: nginx in
+    `service` serves the new certificate within 20 s, no request fails, nginx is not restarted."""
+    before = served_certificate(stack.https_port)["sha256"]
+    started = stack.inspect(service)["State"]["StartedAt"]
+    with stream:
+        time.sleep(1)
+        swap()
+        wait_for(
+            lambda: served_certificate(stack.https_port)["sha256"] != before,
+            timeout=20,
+            what="nginx serving the new certificate",
+        )
+        swapped = time.monotonic()
+        time.sleep(1)
+    results = stream.stop()
+    assert [r for r in results if r.status != 200] == [], summary(results)
+    assert stream.since(swapped), "no request after the swap"
+    assert stack.inspect(service)["State"]["StartedAt"] == started, "nginx was restarted"
