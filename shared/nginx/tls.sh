@@ -28,14 +28,16 @@ case "${TLS:-off}" in
 esac
 
 port="${HTTPS_PORT:-443}"
-is_whole "$port" && [ "$port" -ge 1 ] && [ "$port" -le 65535 ] \
-    || fail "HTTPS_PORT='$port' is not a port number (1-65535), e.g. HTTPS_PORT=443"
+if ! is_whole "$port" || [ "$port" -lt 1 ] || [ "$port" -gt 65535 ]; then
+    fail "HTTPS_PORT='$port' is not a port number (1-65535), e.g. HTTPS_PORT=443"
+fi
 hsts="${HSTS_MAX_AGE:-}"
 [ -z "$hsts" ] || is_whole "$hsts" \
     || fail "HSTS_MAX_AGE='$hsts' is not a number of seconds (e.g. 63072000) or empty (no HSTS)"
 interval="${CERT_RECHECK_SECONDS:-60}"
-is_whole "$interval" && [ "$interval" -ge 1 ] \
-    || fail "CERT_RECHECK_SECONDS='$interval' is not a whole number of seconds above 0"
+if ! is_whole "$interval" || [ "$interval" -lt 1 ]; then
+    fail "CERT_RECHECK_SECONDS='$interval' is not a whole number of seconds above 0"
+fi
 for file in fullchain.pem privkey.pem; do
     [ -r "$certs/$file" ] || fail "TLS=on but $certs/$file is missing or not readable by uid $(id -u):" \
         "run 'make certs' (a local CA), mount your own (README: HTTPS), or use the ACME overlay"
