@@ -22,6 +22,7 @@ PUBLISHED = '{{.Service}}{{range .Publishers}}{{if .PublishedPort}} {{if eq .Tar
 FAMILIES := $(patsubst docker-compose.%.yml,%,$(wildcard docker-compose.*.yml))
 
 .PHONY: help setup offline-images certs up down logs ps lint bench test test-unit check-stack \
+        swarm-up swarm-down \
         $(addprefix up-,$(FAMILIES)) $(addprefix down-,$(FAMILIES))
 
 help: ## list targets and stacks
@@ -90,6 +91,13 @@ $(addprefix down-,$(FAMILIES)): down-%: # stop a server family, remove its conta
 lint: ## check every config: ruff, hadolint, shellcheck, compose config, nginx -t, gixy
 	@scripts/setup.sh all
 	@scripts/lint.sh
+
+swarm-up: ## load-balanced-pair on Docker Swarm: REPLICAS=3, REGISTRY=host:port for more hosts
+	@scripts/setup.sh all
+	@STACK=$(or $(STACK),load-balanced-pair) $(VENV)/python scripts/swarm.py up
+
+swarm-down: ## remove it (and the single-node swarm, if swarm-up created it)
+	@STACK=$(or $(STACK),load-balanced-pair) $(VENV)/python scripts/swarm.py down
 
 bench: ## measure every stack side by side (STACKS=a,b DURATION=5 CONNECTIONS=64,256 REPEAT=3) into bench/results/
 	@scripts/setup.sh all

@@ -62,6 +62,9 @@ set +a
 for file in stacks/*/compose.yaml docker-compose.*.yml bench/*/compose.yaml; do
   check "compose config: $file" docker compose -f "$file" config --quiet
 done
+for file in stacks/*/compose.swarm.yaml; do  # Swarm overrides, over their stack's file
+  check "compose config: $file" docker compose -f "$(dirname "$file")/compose.yaml" -f "$file" config --quiet
+done
 # HTTPS: every nginx config again with its TLS overlay, on a throwaway local certificate
 TLS_CERTS_DIR=$(mktemp -d)
 chmod 0755 "$TLS_CERTS_DIR"

@@ -264,10 +264,11 @@ def stop_stack(stack: Stack) -> None:
 FIGURES: list[tuple[str, str, str]] = []
 
 
-def record(stack: Stack, scenario: str, figure: str) -> None:
+def record(stack: Stack | str, scenario: str, figure: str) -> None:
     """Keep a scenario's one-line figure for the summary table, and print it now."""
-    FIGURES.append((scenario, stack.name, figure))
-    print(f"{stack.name}: {scenario}: {figure}")
+    name = stack if isinstance(stack, str) else stack.name
+    FIGURES.append((scenario, name, figure))
+    print(f"{name}: {scenario}: {figure}")
 
 
 def pytest_terminal_summary(terminalreporter) -> None:

@@ -23,7 +23,7 @@ IDENTITY = [
     ("uwsgi-tcp", "uWSGI/", r"uwsgi_pass\s+app:3031;"),
     ("gunicorn", "gunicorn/", r"proxy_pass\s+http://app:8000;"),
     ("single-container", "uWSGI/", r"uwsgi_pass\s+unix:/run/uwsgi/uwsgi\.sock;"),
-    ("load-balanced-pair", "uWSGI/", r"server\s+app1:3031\b[^;]*;\s*server\s+app2:3031\b"),
+    ("load-balanced-pair", "uWSGI/", r"server\s+app:3031\s[^;]*max_fails=1[^;]*;"),
 ]
 
 

@@ -34,11 +34,19 @@ def make_certs(folder: Path, *names: str) -> None:
     )
 
 
-def free_port() -> int:
-    """A port free right now: HTTPS_PORT must be known before `up`, as redirects name it."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+def free_port(below_ephemeral: bool = False) -> int:
+    """A port free right now: HTTPS_PORT must be known before `up`, as redirects name it.
+    `below_ephemeral`: one under the kernel's range for outgoing connections (18000-18999),
+    which the test's own clients and docker-proxy's connections cannot be holding."""
+    candidates = range(18000, 19000) if below_ephemeral else [0]
+    for candidate in candidates:
+        with socket.socket() as probe:
+            try:
+                probe.bind(("0.0.0.0", candidate))  # noqa: S104  (Swarm binds every interface)
+            except OSError:
+                continue
+            return probe.getsockname()[1]
+    raise RuntimeError("no free port in 18000-18999")
 
 
 def served_certificate(port: int, ca: Path | None = None, name: str = "localhost") -> dict:

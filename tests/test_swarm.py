@@ -1,0 +1,258 @@
+"""load-balanced-pair on a single-node Docker Swarm, deployed by scripts/swarm.py (`make
+swarm-up`) from the stack's compose.yaml + compose.swarm.yaml: nginx finds every replica, and
+under scaling, a rolling update and a killed task nginx answers no request with an error.
+Connections reset at the published port are counted and reported (issue 11's open part).
+The swarm is created for the module if there is none, and left again afterwards."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+
+import pytest
+
+from conftest import ROOT, images_env, record
+from tlsclient import free_port
+from traffic import Result, Stream, fetch_many, summary, wait_for
+
+REPLICAS = 3
+
+
+def errors_and_resets(results: list[Result]) -> tuple[list[Result], list[Result]]:
+    """Requests nginx answered with an error (must be none: failover works), and requests whose
+    connection the published port reset before any answer. The resets are the open part of
+    issue 11: host-mode ports on this engine drop new connections for a few seconds in some
+    topology changes (README: Past one machine); they are counted and printed, not hidden."""
+    dropped = ("reset by peer", "closed connection without response")
+    resets = [r for r in results if r.status is None and any(d in str(r.body) for d in dropped)]
+    errors = [r for r in results if r.status != 200 and r not in resets]
+    return errors, resets
+
+
+SWARM = "load-balanced-pair (Swarm)"  # its name in the failure-behaviour table
+
+
+def docker(*args: str, timeout: float = 120, check: bool = True) -> str:
+    try:
+        result = subprocess.run(
+            ["docker", *args], capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired:
+        if check:
+            raise
+        return f"(docker {args[0]} {args[1]} timed out)"
+    if check and result.returncode:
+        raise AssertionError(f"docker {' '.join(args)}: {result.stderr.strip()[-2000:]}")
+    return result.stdout
+
+
+def swarm_py(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, ROOT / "scripts/swarm.py", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **images_env(), **env},
+        check=False,
+    )
+
+
+@dataclass
+class Deployment:
+    name: str
+    url: str
+
+    def service(self, short: str) -> str:
+        return f"{self.name}_{short}"
+
+    def app_containers(self) -> list[str]:
+        """Containers of the app tasks meant to run and running (not those draining)."""
+        out = docker(
+            *("service", "ps", "--no-trunc", "--filter", "desired-state=running"),
+            *("--format", "{{.Name}}.{{.ID}} {{.CurrentState}}", self.service("app")),
+        )
+        return [line.split()[0] for line in out.splitlines() if " Running " in f"{line} "]
+
+    def app_hostnames(self) -> set[str]:
+        """Hostnames of the running app tasks (what /whoami reports)."""
+        names = self.app_containers()
+        if not names:
+            return set()
+        return set(docker("inspect", "--format", "{{.Config.Hostname}}", *names).split())
+
+    def converged(self, replicas: int) -> bool:
+        """`replicas` app tasks running (Swarm counts a task once its healthcheck passes),
+        none starting, and no update in progress."""
+        spec = json.loads(docker("service", "inspect", self.service("app")))[0]
+        state = (spec.get("UpdateStatus") or {}).get("State", "completed")
+        wanted = docker(
+            *("service", "ps", "-q", "--filter", "desired-state=running", self.service("app"))
+        ).split()
+        running = self.app_containers()
+        return len(running) == len(wanted) == replicas and state in (
+            "completed",
+            "rollback_completed",
+        )
+
+    def logs(self) -> str:
+        return "".join(
+            docker(
+                "service",
+                "logs",
+                "--raw",
+                "--tail",
+                "200",
+                self.service(s),
+                timeout=20,
+                check=False,
+            )
+            for s in ("nginx", "app")
+        )
+
+
+@pytest.fixture(scope="module")
+def swarm(docker) -> None:
+    """A swarm this node manages: the one it is in, or a single-node one made here and left."""
+    state = subprocess.run(
+        ["docker", "info", "--format", "{{.Swarm.LocalNodeState}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    created = state == "inactive"
+    if created:
+        subprocess.run(
+            ["docker", "swarm", "init", "--advertise-addr", "127.0.0.1"],
+            capture_output=True,
+            check=True,
+        )
+    elif state != "active":
+        pytest.fail(f"this node's Swarm state is {state!r}: fix it or `docker swarm leave`")
+    try:
+        yield
+    finally:
+        if created:
+            subprocess.run(["docker", "swarm", "leave", "--force"], capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def deployed(swarm) -> Deployment:
+    name = f"fs-test-swarm-{uuid.uuid4().hex[:6]}"
+    port = free_port(below_ephemeral=True)
+    env = {"SWARM_PUBLISH_PORT": str(port)}
+    deployment = Deployment(name, f"http://127.0.0.1:{port}")
+    up = swarm_py("up", "--name", name, "--replicas", str(REPLICAS), env=env)
+    try:
+        assert up.returncode == 0, (
+            f"swarm.py up failed:\n{up.stdout}\n{up.stderr}\n{deployment.logs()}"
+        )
+        yield deployment
+    finally:
+        down = swarm_py("down", "--name", name, env=env)
+        assert down.returncode == 0, down.stderr
+        assert not docker(
+            "service", "ls", "-q", "--filter", f"label=com.docker.stack.namespace={name}"
+        )
+
+
+def test_nginx_reaches_every_replica(deployed):
+    expected = deployed.app_hostnames()
+    assert len(expected) == REPLICAS, expected
+    results = fetch_many(f"{deployed.url}/whoami", count=60, concurrency=4)
+    assert [r for r in results if r.status != 200] == [], summary(results)
+    assert {r.body["hostname"] for r in results} == expected
+
+
+def test_files_come_from_swarm_configs_and_tasks_by_dns(deployed):
+    """What lets the stack run on more than one host: no bind mount, no virtual IP."""
+    for short in ("nginx", "app"):
+        spec = json.loads(docker("service", "inspect", deployed.service(short)))[0]["Spec"]
+        container = spec["TaskTemplate"]["ContainerSpec"]
+        assert [m for m in container.get("Mounts", []) if m["Type"] == "bind"] == [], short
+        assert container["Configs"], f"{short} has no Swarm configs"
+    app = json.loads(docker("service", "inspect", deployed.service("app")))[0]["Spec"]
+    assert app["EndpointSpec"]["Mode"] == "dnsrr"
+    assert app["UpdateConfig"]["Order"] == "start-first"
+
+
+def test_scaling_up_and_down_gets_no_error_from_nginx(deployed):
+    url = f"{deployed.url}/whoami"
+    before = deployed.app_hostnames()
+    with Stream(url, clients=4, limit=240) as stream:
+        time.sleep(1)
+        docker("service", "scale", "--detach=false", f"{deployed.service('app')}=5", timeout=180)
+        scaled = time.monotonic()
+        new = deployed.app_hostnames() - before
+        assert len(new) == 2, new
+        # a new task is in DNS once running; nginx reloads within UPSTREAM_RECHECK_SECONDS
+        wait_for(lambda: all(stream.served_by(h, scaled) for h in new), 20, "new tasks served")
+        reached = time.monotonic() - scaled
+        docker("service", "scale", "--detach=false", f"{deployed.service('app')}=2", timeout=180)
+        wait_for(lambda: deployed.converged(2), 60, "scaled down to 2")
+        time.sleep(4)  # past UPSTREAM_RECHECK_SECONDS: nginx dropped the removed tasks
+        settled = time.monotonic()
+        time.sleep(3)
+    results = stream.stop()
+    errors, resets = errors_and_resets(results)
+    figure = (
+        f"{summary(results)}, {len(resets)} of them resets; new tasks served after {reached:.1f} s"
+    )
+    record(SWARM, "scale 3 -> 5 -> 2", figure)
+    assert errors == [], figure
+    remaining = deployed.app_hostnames()
+    served_after = {r.body["hostname"] for r in stream.since(settled) if isinstance(r.body, dict)}
+    assert served_after == remaining, f"served by {served_after}, running {remaining}"
+
+
+def test_killed_task_gets_no_error_and_is_replaced(deployed):
+    before = deployed.app_hostnames()
+    victim = deployed.app_containers()[0]
+    with Stream(f"{deployed.url}/whoami", clients=4, limit=120) as stream:
+        time.sleep(1)
+        docker("kill", victim)
+        wait_for(
+            lambda: deployed.converged(len(before)) and deployed.app_hostnames() != before,
+            60,
+            "Swarm replacing the killed task",
+        )
+        replaced = time.monotonic()
+        time.sleep(3)
+    results = stream.stop()
+    errors, resets = errors_and_resets(results)
+    figure = f"{summary(results)}, {len(resets)} of them resets"
+    record(SWARM, "task killed", figure)
+    assert errors == [], figure
+    assert stream.since(replaced), "no request after the replacement"
+
+
+def test_rolling_update_gets_no_error_from_nginx(deployed):
+    service = deployed.service("app")
+    spec = json.loads(docker("service", "inspect", service))[0]["Spec"]
+    image = spec["TaskTemplate"]["ContainerSpec"]["Image"].split("@")[0]
+    updated = f"flask-stacks/app:swarm-update-{uuid.uuid4().hex[:6]}"  # a new tag: a new image
+    docker("tag", image, updated)
+    before = deployed.app_hostnames()
+    try:
+        with Stream(f"{deployed.url}/whoami", clients=4, limit=240) as stream:
+            time.sleep(1)
+            docker("service", "update", "--detach=false", "--image", updated, service, timeout=240)
+            wait_for(lambda: deployed.converged(len(before)), 60, "update completed")
+            time.sleep(1)
+        results = stream.stop()
+    finally:
+        docker("rmi", updated, check=False)
+    errors, resets = errors_and_resets(results)
+    figure = f"{summary(results)}, {len(resets)} of them resets"
+    record(SWARM, "rolling update", figure)
+    assert errors == [], figure
+    after = deployed.app_hostnames()
+    assert not after & before, f"tasks not replaced: {before} -> {after}"
+    assert all(
+        docker("inspect", "--format", "{{.Config.Image}}", c).strip().startswith(updated)
+        for c in deployed.app_containers()
+    )
