@@ -32,6 +32,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+from conftest import images_env  # noqa: E402 - .images.env read as the tests and make bench do
+
 STACK_DIR = ROOT / "stacks" / os.environ.get("STACK", "load-balanced-pair")
 FILES = ["-f", str(STACK_DIR / "compose.yaml"), "-f", str(STACK_DIR / "compose.swarm.yaml")]
 STATE = ROOT / ".swarm"  # rendered stack files, and a mark when `up` created the swarm
@@ -51,14 +54,6 @@ def run(*cmd: str, check: bool = True, env: dict | None = None) -> str:
     if check and result.returncode:
         raise SwarmError(f"`{' '.join(cmd)}` failed:\n{result.stderr.strip()[-2000:]}")
     return result.stdout
-
-
-def images_env() -> dict[str, str]:
-    """The base images scripts/setup.sh chose (.images.env), unless already in the environment."""
-    path = ROOT / ".images.env"
-    lines = path.read_text().splitlines() if path.exists() else []
-    pairs = (line.split("=", 1) for line in lines if "=" in line)
-    return {key: value for key, value in pairs if key not in os.environ}
 
 
 def config_name(stack: str, source: Path, data: bytes) -> str:
@@ -133,13 +128,10 @@ def to_stack_file(rendered: dict, stack: str) -> tuple[dict, set[str]]:
     return out, dropped
 
 
-def render(replicas: int, stack: str, app_image: str | None = None) -> tuple[dict, set[str]]:
+def render(replicas: int, stack: str) -> tuple[dict, set[str]]:
     env = {**images_env(), "REPLICAS": str(replicas)}
     rendered = json.loads(run("docker", "compose", *FILES, "config", "--format", "json", env=env))
-    out, dropped = to_stack_file(rendered, stack)
-    if app_image:
-        out["services"]["app"]["image"] = app_image
-    return out, dropped
+    return to_stack_file(rendered, stack)
 
 
 def swarm_state() -> str:
@@ -214,8 +206,8 @@ def wait_converged(stack: str, port: int, timeout: float = WAIT_SECONDS) -> None
 def up(args) -> None:
     ensure_swarm()
     refs = build_images(os.environ.get("REGISTRY", ""))
-    stack_file, dropped = render(args.replicas, args.name, refs["flask-stacks/app:latest"])
-    for service in stack_file["services"].values():
+    stack_file, dropped = render(args.replicas, args.name)
+    for service in stack_file["services"].values():  # the content-tagged (or pushed) images
         service["image"] = refs.get(service["image"], service["image"])
     STATE.mkdir(exist_ok=True)
     path = STATE / f"{args.name}.json"  # JSON is YAML: what was deployed, for reading

@@ -10,8 +10,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import requests
-from requests_toolbelt.adapters.host_header_ssl import HostHeaderSSLAdapter
 
 from conftest import ROOT, Stack, stop_stack
 from tlsclient import (
@@ -21,17 +19,10 @@ from tlsclient import (
     start_tls_stack,
     swap_under_traffic,
 )
-from traffic import Stream, wait_for
+from traffic import Stream, get, wait_for
 
 DOMAIN = "acme.flask-stacks.test"  # nginx's alias on the project network, which pebble resolves
 STACK = "nginx-uwsgi-socket"
-
-
-def get(url: str, host: str, ca: Path, **kwargs) -> requests.Response:
-    """GET 127.0.0.1 as `host` (Host header, SNI, certificate name), verified against `ca`."""
-    with requests.Session() as session:
-        session.mount("https://", HostHeaderSSLAdapter())
-        return session.get(url, headers={"Host": host}, verify=ca, timeout=10, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +54,7 @@ def stack(docker, pebble_certs) -> Stack:
 def pebble_root(stack, pebble_certs, tmp_path_factory) -> Path:
     """The root pebble signs with (new on every pebble start), from its management API."""
     api = stack.published()["pebble", 15000].replace("http://", "https://")
-    response = get(f"{api}/roots/0", "pebble", pebble_certs / "ca.pem")
+    response = get(f"{api}/roots/0", verify=str(pebble_certs / "ca.pem"), host="pebble")
     assert response.status_code == 200, response.text
     path = tmp_path_factory.mktemp("pebble-root") / "root.pem"
     path.write_text(response.text)
@@ -87,7 +78,9 @@ def test_certificate_from_the_acme_server_is_served(stack, pebble_root):
 
 
 def test_https_with_hsts_through_the_acme_certificate(stack, pebble_root):
-    response = get(f"https://127.0.0.1:{stack.https_port}/whoami", DOMAIN, pebble_root)
+    response = get(
+        f"https://127.0.0.1:{stack.https_port}/whoami", verify=str(pebble_root), host=DOMAIN
+    )
     assert response.status_code == 200, response.text
     assert response.json()["scheme"] == "https"
     assert response.headers["Strict-Transport-Security"] == "max-age=63072000"

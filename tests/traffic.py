@@ -21,16 +21,23 @@ class Result:
     at: float = field(default=0.0)  # time.monotonic() when the request started
 
 
-def fetch(url: str, timeout: float = 10, verify: bool | str = True, host: str = "") -> Result:
+def get(
+    url: str, timeout: float = 10, verify: bool | str = True, host: str = ""
+) -> requests.Response:
     """One GET on a new connection. `verify`: a CA file for HTTPS with a private CA; `host`: the
     name to ask for (Host, SNI) and verify when `url` names an address, e.g. 127.0.0.1."""
+    with requests.Session() as session:
+        if host:  # requests-toolbelt: SNI and certificate check follow the Host header
+            session.mount("https://", HostHeaderSSLAdapter())
+        headers = {"Host": host} if host else {}
+        return session.get(url, timeout=timeout, verify=verify, headers=headers)
+
+
+def fetch(url: str, timeout: float = 10, verify: bool | str = True, host: str = "") -> Result:
+    """`get`, timed, as a Result: no answer is a Result too (status None)."""
     started = time.monotonic()
     try:
-        with requests.Session() as session:
-            if host:  # requests-toolbelt: SNI and certificate check follow the Host header
-                session.mount("https://", HostHeaderSSLAdapter())
-            headers = {"Host": host} if host else {}
-            response = session.get(url, timeout=timeout, verify=verify, headers=headers)
+        response = get(url, timeout, verify, host)
     except requests.RequestException as error:
         return Result(None, time.monotonic() - started, repr(error), started)
     try:
