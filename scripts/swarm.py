@@ -239,6 +239,7 @@ def down(args) -> None:
     mark = STATE / "created-swarm"
     if mark.exists() and not services_anywhere():
         run("docker", "swarm", "leave", "--force")
+        run("docker", "network", "rm", "docker_gwbridge", check=False)  # init made, leave kept
         mark.unlink()
         print("swarm: left the single-node swarm that `make swarm-up` created")
 

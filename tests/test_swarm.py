@@ -138,6 +138,8 @@ def swarm(docker) -> None:
     finally:
         if created:
             subprocess.run(["docker", "swarm", "leave", "--force"], capture_output=True)
+            # `swarm init` made this bridge for the tasks' egress; `leave` keeps it
+            subprocess.run(["docker", "network", "rm", "docker_gwbridge"], capture_output=True)
 
 
 @pytest.fixture(scope="module")
