@@ -70,12 +70,17 @@ class Deployment:
         )
         return [line.split()[0] for line in out.splitlines() if " Running " in f"{line} "]
 
-    def app_hostnames(self) -> set[str]:
-        """Hostnames of the running app tasks (what /whoami reports)."""
+    def slots(self) -> dict[str, str]:
+        """Each slot's running app task ("stack_app.2") -> its hostname (what /whoami reports)."""
         names = self.app_containers()
         if not names:
-            return set()
-        return set(docker("inspect", "--format", "{{.Config.Hostname}}", *names).split())
+            return {}
+        hostnames = docker("inspect", "--format", "{{.Config.Hostname}}", *names).split()
+        return {name.rsplit(".", 1)[0]: host for name, host in zip(names, hostnames, strict=True)}
+
+    def app_hostnames(self) -> set[str]:
+        """Hostnames of the running app tasks."""
+        return set(self.slots().values())
 
     def converged(self, replicas: int) -> bool:
         """`replicas` app tasks running (Swarm counts a task once its healthcheck passes),
@@ -228,23 +233,27 @@ def test_scaling_up_and_down_fails_no_request(deployed):
 
 def test_killed_task_fails_no_request_and_is_replaced(deployed):
     before = deployed.settled_hostnames()
-    victim = deployed.app_containers()[0]
-    killed = docker("inspect", "--format", "{{.Config.Hostname}}", victim).strip()
+    slot, killed = next(iter(deployed.slots().items()))
+    victim = next(c for c in deployed.app_containers() if c.startswith(f"{slot}."))
     with Stream(f"{deployed.url}/whoami", clients=4, limit=120) as stream:
         time.sleep(1)
         docker("kill", victim)
-        wait_for(
-            lambda: deployed.converged(len(before)) and killed not in deployed.app_hostnames(),
-            60,
-            "Swarm replacing the killed task",
-        )
-        replaced = time.monotonic()
-        time.sleep(3)
+        fault = time.monotonic()
+
+        def replaced() -> bool:  # a new task in the victim's slot, healthy, the others untouched
+            now = deployed.slots()
+            return deployed.converged(len(before)) and now.get(slot) not in (None, killed)
+
+        wait_for(replaced, 60, f"Swarm replacing the killed task in {slot}")
+        replacement = deployed.slots()[slot]
+        replaced_after = time.monotonic() - fault
+        wait_for(lambda: stream.served_by(replacement, fault), 20, "the replacement served")
+        time.sleep(2)
     results = stream.stop()
-    figure = summary(results)
+    figure = f"{summary(results)}; replaced after {replaced_after:.1f} s"
     record(SWARM, "task killed", figure)
     assert failed(results) == [], figure
-    assert stream.since(replaced), "no request after the replacement"
+    assert deployed.app_hostnames() == before - {killed} | {replacement}
 
 
 def test_rolling_update_fails_no_request(deployed):
