@@ -240,7 +240,7 @@ def test_killed_task_fails_no_request_and_is_replaced(deployed):
         docker("kill", victim)
         fault = time.monotonic()
 
-        def replaced() -> bool:  # a new task in the victim's slot, healthy, the others untouched
+        def replaced() -> bool:  # a new task in the victim's slot, and healthy
             now = deployed.slots()
             return deployed.converged(len(before)) and now.get(slot) not in (None, killed)
 
