@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 VENV   := .venv/bin
 # base images chosen by setup (official, or local stand-ins where no registry answers)
 WITH_IMAGES = set -a && . ./.images.env && set +a &&
-# HTTPS overlays (README: HTTPS): TLS=1 adds the stack's TLS overlay, ACME=1 certbot on top
+# HTTPS overlays (docs/https.md): TLS=1 adds the stack's TLS overlay, ACME=1 certbot on top
 TLS_OVERLAY = $(firstword $(wildcard stacks/$(STACK)/compose.tls.yaml) shared/compose/tls.yaml)
 OVERLAYS = $(if $(TLS)$(ACME),-f $(TLS_OVERLAY)) $(if $(ACME),-f shared/compose/acme.yaml)
 COMPOSE = $(WITH_IMAGES) docker compose -f stacks/$(STACK)/compose.yaml $(OVERLAYS)
@@ -50,7 +50,7 @@ check-stack:
 	  && [ ! -f stacks/$(STACK)/compose.tls.yaml ]; then \
 	  echo "$(STACK) has no nginx to terminate TLS; TLS=1 works with the nginx stacks" >&2; exit 2; fi
 	@if [ -n "$(ACME)" ] && ! grep -qE '^  nginx:' stacks/$(STACK)/compose.yaml; then \
-	  echo "ACME=1 needs a stack with an nginx service; for $(STACK) mount certbot's files (README: HTTPS)" >&2; exit 2; fi
+	  echo "ACME=1 needs a stack with an nginx service; for $(STACK) mount certbot's files (docs/https.md)" >&2; exit 2; fi
 
 certs: ## make a local CA and a certificate for localhost in certs/ (for TLS=1), print how to trust it
 	@scripts/certs.sh certs
@@ -103,9 +103,11 @@ bench: ## measure every stack side by side (STACKS=a,b DURATION=5 CONNECTIONS=64
 	@scripts/setup.sh all
 	$(VENV)/python scripts/bench.py
 
-test: ## run every test: the app's unit tests, then each stack brought up and checked
+# stacks side by side: each stack's checks in one worker, PYTEST_WORKERS workers (docs/tests.md)
+PYTEST_WORKERS ?= 2
+test: $(if $(STACK),check-stack) ## run every test (STACK=<name>: the unit tests and that stack's checks)
 	@scripts/setup.sh all
-	$(VENV)/pytest $(PYTEST_ARGS)
+	$(VENV)/pytest -n $(PYTEST_WORKERS) --dist loadgroup $(if $(STACK),--stack=$(STACK)) $(PYTEST_ARGS)
 
 test-unit: ## run the tests that need no Docker (the app itself)
 	@scripts/setup.sh venv

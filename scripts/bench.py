@@ -32,22 +32,26 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-
-from conftest import (  # noqa: E402 - tests/ is on the path only from here
+from harness.compose import (
+    ROOT,
     STACKS,
     Stack,
+    StackError,
     ephemeral_ports,
     images_env,
     start_stack,
     stop_stack,
 )
-from traffic import wrk  # noqa: E402
+from harness.resource_usage import (
+    NoAccounting,
+    container_ids,
+    cpu_ns,
+    peak_memory_mib,
+    process_cpu_ns,
+    proxy_pids,
+)
+from harness.wrk import wrk
 
-CGROUP = Path("/sys/fs/cgroup")
 CEILING = "ceiling (nginx return 200)"
 APP_IMAGE = "flask-stacks/app:latest"
 STATIC_PATH = "/static/style.css"
@@ -95,66 +99,18 @@ class Workload:
     runs: dict[str, list[dict]] = field(default_factory=dict)
 
 
-def cgroup_value(kind: str, container: str, name: str) -> int:
-    for path in (
-        CGROUP / kind / "docker" / container / name,
-        CGROUP / kind / "system.slice" / f"docker-{container}.scope" / name,
-    ):
-        if path.exists():
-            return int(path.read_text().split()[0])
-    raise SystemExit(
-        f"bench: no cgroup v1 {kind}/{name} for container {container[:12]} "
-        "(the CPU and memory columns need cgroup v1 accounting)"
-    )
-
-
-def containers(stack: Stack) -> dict[str, str]:
-    """service -> full container id."""
-    out = {}
-    for service in stack.services():
-        ids = stack.compose("ps", "--quiet", "--no-trunc", service).stdout.split()
-        out[service] = ids[0]
-    return out
-
-
-def proxy_pids(port: str) -> list[int]:
-    """docker-proxy processes serving this host port (the cost of publishing a port)."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                cmd = (proc / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if cmd and cmd[0].endswith(b"docker-proxy") and port.encode() in cmd:
-                pids.append(int(proc.name))
-    return pids
-
-
-def proc_cpu_ns(pids: list[int]) -> int:
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += (int(fields[11]) + int(fields[12])) * 1_000_000_000 // ticks
-    return total
-
-
 def measure(target: Target, workload: Workload, duration: int) -> dict:
     ids = target.containers
     url = target.url + workload.path
     pids = proxy_pids(target.url.rsplit(":", 1)[1])
     if not workload.slow:
         wrk(url, workload.connections, 1)  # warm up: workers, caches, connection pools
-    before = {s: cgroup_value("cpuacct", c, "cpuacct.usage") for s, c in ids.items()}
-    proxy_before = proc_cpu_ns(pids)
+    before = {s: cpu_ns(c) for s, c in ids.items()}
+    proxy_before = process_cpu_ns(pids)
     result = wrk(url, workload.connections, duration, timeout=30 if workload.slow else 2)
     served = max(result["requests"], 1)
-    result["cpu_us"] = {
-        s: (cgroup_value("cpuacct", c, "cpuacct.usage") - before[s]) / 1000 / served
-        for s, c in ids.items()
-    }
-    result["cpu_us"]["docker-proxy"] = (proc_cpu_ns(pids) - proxy_before) / 1000 / served
+    result["cpu_us"] = {s: (cpu_ns(c) - before[s]) / 1000 / served for s, c in ids.items()}
+    result["cpu_us"]["docker-proxy"] = (process_cpu_ns(pids) - proxy_before) / 1000 / served
     return result
 
 
@@ -378,7 +334,9 @@ def image_sizes() -> dict[str, float]:
     return sizes
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line (or STACKS, DURATION, CONNECTIONS, REPEAT, OUT from make), checked:
+    a bad value stops the bench with what to give instead."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
         "--stacks",
@@ -397,111 +355,136 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.smoke:
         args.duration, args.connections, args.repeat = 1, "16", 1
-
-    if not shutil.which("wrk"):
-        raise SystemExit("bench: wrk is missing: run `make setup` (Debian: apt-get install wrk)")
-    names = [s for s in args.stacks.split(",") if s] or [s for s in STACKS if s != "flask-dev"]
-    unknown = sorted(set(names) - set(STACKS) | ({"flask-dev"} & set(names)))
+    nginx_stacks = [s for s in STACKS if s != "flask-dev"]
+    args.names = [s for s in args.stacks.split(",") if s] or nginx_stacks
+    unknown = sorted(set(args.names) - set(nginx_stacks))
     if unknown:
-        choices = [s for s in STACKS if s != "flask-dev"]
-        raise SystemExit(f"bench: not an nginx stack: {unknown}; choose from {choices}")
+        raise SystemExit(f"bench: not an nginx stack: {unknown}; choose from {nginx_stacks}")
     try:
-        connections = [int(c) for c in args.connections.split(",")]
+        args.connection_counts = [int(c) for c in args.connections.split(",")]
     except ValueError:
         raise SystemExit(
             f"bench: CONNECTIONS={args.connections!r}: give numbers, e.g. 64,256"
         ) from None
-    if args.duration < 1 or args.repeat < 1 or min(connections) < 1:
+    if args.duration < 1 or args.repeat < 1 or min(args.connection_counts) < 1:
         raise SystemExit("bench: DURATION, REPEAT and CONNECTIONS must be at least 1")
+    return args
 
-    targets, workloads = plan(names, connections)
-    # every stack's and baseline's published address on a port the OS picks
-    os.environ.update(ephemeral_ports("bench/*/compose.yaml"))
-    started = datetime.datetime.now(datetime.UTC)
-    running: dict[str, Target] = {}
-    flask: list[dict] = []
-    try:
-        for label, (name, compose_file, baseline, front) in targets.items():
-            try:
-                stack = start_stack(name, compose_file)
-            except pytest.fail.Exception as error:  # it could not come up: the logs, no traceback
-                raise SystemExit(f"bench: {error}") from None
-            url = stack.published()[front] if front else stack.base_url()
-            running[label] = Target(label, stack, url, baseline, containers(stack))
-        for round_ in range(args.repeat):
-            for w in workloads:
-                for label in w.labels:  # interleaved: each round visits every target
-                    print(
-                        f"round {round_ + 1}/{args.repeat}: {label}: {w.name} "
-                        f"at {w.connections} connections",
-                        file=sys.stderr,
-                    )
-                    result = measure(running[label], w, args.duration)
-                    w.runs.setdefault(label, []).append(result)
-            flask.append(in_process(min(args.duration, 3)))
-        peaks = {
-            label: {
-                s: cgroup_value("memory", c, "memory.max_usage_in_bytes") / 2**20
-                for s, c in target.containers.items()
-            }
-            for label, target in running.items()
-        }
-    finally:
-        for target in running.values():
-            stop_stack(target.stack)
 
-    failures = sum(
+def start_targets(targets: dict[str, tuple], running: dict[str, Target]) -> None:
+    """Bring every target up into `running` (label -> Target); a target that cannot come up
+    ends the bench with its compose error and logs, not a traceback."""
+    for label, (name, compose_file, baseline, front) in targets.items():
+        try:
+            stack = start_stack(name, compose_file)
+        except StackError as error:
+            raise SystemExit(f"bench: {error}") from None
+        url = stack.published()[front] if front else stack.base_url()
+        running[label] = Target(label, stack, url, baseline, container_ids(stack))
+
+
+def run_rounds(
+    running: dict[str, Target], workloads: list[Workload], args: argparse.Namespace
+) -> list[dict]:
+    """`repeat` rounds, each visiting every workload's targets in turn (interleaved, so drift
+    on a shared machine spreads over all); returns the in-process Flask samples."""
+    flask = []
+    for round_ in range(args.repeat):
+        for w in workloads:
+            for label in w.labels:
+                print(
+                    f"round {round_ + 1}/{args.repeat}: {label}: {w.name} "
+                    f"at {w.connections} connections",
+                    file=sys.stderr,
+                )
+                w.runs.setdefault(label, []).append(measure(running[label], w, args.duration))
+        flask.append(in_process(min(args.duration, 3)))
+    return flask
+
+
+def peak_memory(running: dict[str, Target]) -> dict[str, dict[str, float]]:
+    """label -> service -> peak MiB, read before the targets are taken down."""
+    return {
+        label: {s: peak_memory_mib(c) for s, c in target.containers.items()}
+        for label, target in running.items()
+    }
+
+
+def production_failures(workloads: list[Workload], running: dict[str, Target]) -> int:
+    """Non-2xx answers and socket errors of the stacks (baselines' are reported, not counted)."""
+    return sum(
         r["non2xx"] + r["errors"]
         for w in workloads
         for label, runs in w.runs.items()
         if not running[label].baseline
         for r in runs
     )
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """How to repeat this run: the make command with the settings that were given."""
+    given = (
+        ("stacks", args.stacks),
+        ("duration", args.duration),
+        ("connections", args.connections),
+        ("repeat", args.repeat),
+    )
+    if args.smoke:
+        return "make bench (smoke)"
+    return "make bench" + "".join(f" {k.upper()}={v}" for k, v in given if v)
+
+
+def write_results(data: dict, out: Path, started: datetime.datetime) -> str:
+    """bench-<time>.json, .md and .png in `out`, copied to latest.*; returns the Markdown."""
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / started.strftime("bench-%Y%m%d-%H%M%S")
+    markdown = report(data)
+    stem.with_suffix(".json").write_text(json.dumps(data, indent=1) + "\n")
+    stem.with_suffix(".md").write_text(markdown)
+    chart(data, stem.with_suffix(".png"))
+    for suffix in (".json", ".md", ".png"):
+        shutil.copyfile(stem.with_suffix(suffix), out / f"latest{suffix}")
+    print(f"bench: wrote {stem}.json, .md, .png (and {out}/latest.*)")
+    return markdown
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not shutil.which("wrk"):
+        raise SystemExit("bench: wrk is missing: run `make setup` (Debian: apt-get install wrk)")
+    targets, workloads = plan(args.names, args.connection_counts)
+    # every stack's and baseline's published address on a port the OS picks
+    os.environ.update(ephemeral_ports("bench/*/compose.yaml"))
+    started = datetime.datetime.now(datetime.UTC)
+    running: dict[str, Target] = {}
+    try:
+        start_targets(targets, running)
+        flask = run_rounds(running, workloads, args)
+        peaks = peak_memory(running)
+    except NoAccounting as error:
+        raise SystemExit(f"bench: {error}") from None
+    finally:
+        for target in running.values():
+            stop_stack(target.stack)
     data = {
-        "command": "make bench"
-        + "".join(
-            f" {k.upper()}={v}"
-            for k, v in (
-                ("stacks", args.stacks),
-                ("duration", args.duration),
-                ("connections", args.connections),
-                ("repeat", args.repeat),
-            )
-            if v and not args.smoke
-        )
-        + (" (smoke)" if args.smoke else ""),
+        "command": command_line(args),
         "started": started.strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine_info(),
         "duration": args.duration,
         "repeat": args.repeat,
         "method": __doc__,
         "workloads": [
-            {
-                "name": w.name,
-                "path": w.path,
-                "connections": w.connections,
-                "labels": w.labels,
-                "runs": w.runs,
-            }
+            {k: getattr(w, k) for k in ("name", "path", "connections", "labels", "runs")}
             for w in workloads
         ],
         "in_process": flask,
         "peak_memory_mib": peaks,
         "image_sizes_mib": image_sizes(),
-        "failures": failures,
+        "failures": production_failures(workloads, running),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / started.strftime("bench-%Y%m%d-%H%M%S")
-    markdown = report(data)
-    stem.with_suffix(".json").write_text(json.dumps(data, indent=1) + "\n")
-    stem.with_suffix(".md").write_text(markdown)
-    chart(data, stem.with_suffix(".png"))
-    for suffix in (".json", ".md", ".png"):
-        shutil.copyfile(stem.with_suffix(suffix), args.out / f"latest{suffix}")
     print(__doc__)
-    print(markdown)
-    print(f"bench: wrote {stem}.json, .md, .png (and {args.out}/latest.*)")
-    return 1 if failures else 0
+    print(write_results(data, args.out, started))
+    return 1 if data["failures"] else 0
 
 
 if __name__ == "__main__":

@@ -51,7 +51,7 @@ openssl x509 -req -in "$tmp/req.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca-key.pem" 
     "subjectKeyIdentifier=hash" \
     "authorityKeyIdentifier=keyid") 2>/dev/null   # X509_STRICT verifiers (Python 3.13) need it
 # nginx runs as uid 101 (10001 in single-container): this throwaway local key must be readable
-# by it. A real key: chown it to that uid instead (README: HTTPS).
+# by it. A real key: chown it to that uid instead (docs/https.md).
 chmod 0644 "$tmp/privkey.pem"
 cat "$tmp/cert.pem" >"$tmp/fullchain.pem"   # a chain of one: the local CA is the trust anchor
 chmod 0644 "$tmp/fullchain.pem" "$dir/ca.pem"

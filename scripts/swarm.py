@@ -31,9 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-from conftest import images_env  # noqa: E402 - .images.env read as the tests and make bench do
+from harness.compose import ROOT, images_env
 
 STACK_DIR = ROOT / "stacks" / os.environ.get("STACK", "load-balanced-pair")
 FILES = ["-f", str(STACK_DIR / "compose.yaml"), "-f", str(STACK_DIR / "compose.swarm.yaml")]
@@ -148,7 +146,7 @@ def ensure_swarm() -> None:
     if state != "inactive":
         raise SwarmError(f"this node's Swarm state is '{state}': fix it, or `docker swarm leave`")
     print("swarm: no swarm here: docker swarm init --advertise-addr 127.0.0.1 (single node;")
-    print("       `make swarm-down` leaves it again; other hosts: README, Past one machine)")
+    print("       `make swarm-down` leaves it again; other hosts: docs/swarm.md)")
     run("docker", "swarm", "init", "--advertise-addr", "127.0.0.1")
     STATE.mkdir(exist_ok=True)
     (STATE / "created-swarm").write_text("scripts/swarm.py up ran `docker swarm init`\n")

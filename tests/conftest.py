@@ -1,196 +1,89 @@
-"""Fixtures that bring a stack's compose project up for a test module and always take it down.
+"""Fixtures: each stack up once per test session, shared by every module that checks it.
 
-`stack` (module scope) -> a running compose project under a unique name, on host ports the
-OS picked -> `base_url`. Stacks are discovered from stacks/*/compose.yaml: a new stack
-directory is tested without editing a list. A module about one stack narrows the fixture
-with `pytestmark = only("<stack>")`.
+`running_stack` (session) -> `stack` (module: the same project, put back as its files describe
+if an earlier module broke it) -> `base_url`. Stacks are discovered from stacks/*/compose.yaml;
+a module about some stacks only says so with `pytestmark = pytest.mark.stacks("<stack>", ...)`.
+pytest orders the tests so that each stack's checks, from every module, run together: the
+stack starts once and is taken down (with its volumes) as soon as they are done.
+
+`make test STACK=<name>` (`--stack`) runs the unit tests and that stack's checks only. Under
+pytest-xdist (`-n`), each stack's checks go to one worker (`--dist loadgroup`), so a stack
+still starts once; stacks run side by side.
 """
 
 from __future__ import annotations
 
-import functools
-import json
-import os
-import re
-import subprocess
-import time
-import uuid
-from dataclasses import dataclass, field
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-STACKS = sorted(p.parent.name for p in ROOT.glob("stacks/*/compose.yaml"))
-FAMILIES = sorted(p.name for p in ROOT.glob("docker-compose.*.yml"))
-UP_TIMEOUT = 300  # seconds; the first run builds the app image
+from harness.compose import STACKS, Stack, StackError, docker_available, start_stack, stop_stack
 
 
-def images_env() -> dict[str, str]:
-    """Base images chosen by scripts/setup.sh (.images.env), unless the caller set them."""
-    env = {}
-    path = ROOT / ".images.env"
-    if path.exists():
-        for line in path.read_text().splitlines():
-            key, sep, value = line.partition("=")
-            if sep and key not in os.environ:
-                env[key] = value
-    return env
+def pytest_addoption(parser):
+    parser.addoption(
+        "--stack",
+        default="",
+        help="run the unit tests and this stack's checks only (make test STACK=...)",
+    )
 
 
-def publish_var(stack: str) -> str:
-    """The env var that sets a stack's published address, e.g. NGINX_UWSGI_SOCKET_PUBLISH."""
-    return stack.upper().replace("-", "_") + "_PUBLISH"
+def pytest_configure(config):
+    config.addinivalue_line("markers", "stacks(*names): the stacks a module's tests apply to")
+    chosen = config.getoption("--stack")
+    if chosen and chosen not in STACKS:
+        raise pytest.UsageError(f"--stack={chosen} is not a stack. Use one of: {' '.join(STACKS)}")
 
 
-def ephemeral_ports(*patterns: str) -> dict[str, str]:
-    """Every *_PUBLISH variable of every stack (and of the compose files `patterns` add, e.g.
-    make bench's baselines) set to 127.0.0.1:0: the OS picks free ports, so tests never collide
-    with each other or with a stack a user has up."""
-    names = set()
-    for compose in (
-        p for pattern in ("stacks/*/compose.yaml", *patterns) for p in ROOT.glob(pattern)
-    ):
-        names.update(re.findall(r"\$\{([A-Z0-9_]+_PUBLISH):-", compose.read_text()))
-    return dict.fromkeys(sorted(names), "127.0.0.1:0")
+def pytest_generate_tests(metafunc):
+    """Parametrize `running_stack` by every stack, or by the module's `stacks` mark."""
+    if "running_stack" in metafunc.fixturenames:
+        mark = metafunc.definition.get_closest_marker("stacks")
+        names = list(mark.args) if mark else STACKS
+        metafunc.parametrize("running_stack", names, indirect=True, scope="session")
 
 
-def only(*names: str):
-    """Module mark: run this module's tests against these stacks only."""
-    return pytest.mark.parametrize("stack", names, indirect=True, scope="module")
+def stack_of(item: pytest.Item) -> str | None:
+    """The stack a test checks: its `running_stack` or `stack` parameter, or the module's
+    STACK (a module about one stack with a fixture of its own, e.g. test_acme.py)."""
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    for name in ("running_stack", "stack"):
+        if name in params:
+            return params[name]
+    return getattr(item.module, "STACK", None)
 
 
-@dataclass
-class Stack:
-    """A compose project of one stack, under a unique project name."""
-
-    name: str
-    compose_file: Path
-    project: str
-    env: dict[str, str]
-    overlays: tuple[Path, ...] = ()  # compose files layered on top (e.g. shared/compose/tls.yaml)
-    failed: bool = field(default=False)
-
-    @functools.cached_property
-    def front(self) -> str:
-        """The service clients talk to: nginx, or the only service (flask-dev, single-container)."""
-        services = self.services()
-        if "nginx" in services:
-            return "nginx"
-        assert len(services) == 1, f"{self.name}: no nginx service and several services {services}"
-        return services[0]
-
-    @functools.cached_property
-    def behind_nginx(self) -> bool:
-        """Whether nginx answers clients (in its own service, or inside the single container)."""
-        probe = self.compose("exec", "-T", self.front, "sh", "-c", "command -v nginx", check=False)
-        return probe.returncode == 0
-
-    def app_services(self) -> list[str]:
-        """The app-server services (app, or app1 and app2 in the pair)."""
-        return [name for name in self.services() if "nginx" not in name]
-
-    def compose(
-        self, *args: str, check: bool = True, timeout: float = 120, env: dict | None = None
-    ) -> subprocess.CompletedProcess:
-        """Run `docker compose` on this project; `env` adds variables for this call only."""
-        files = [arg for path in (self.compose_file, *self.overlays) for arg in ("-f", str(path))]
-        cmd = ["docker", "compose", *files, "-p", self.project, *args]
-        return subprocess.run(
-            cmd,
-            env={**self.env, **(env or {})},
-            capture_output=True,
-            text=True,
-            check=check,
-            timeout=timeout,
-        )
-
-    def services(self) -> list[str]:
-        return self.compose("config", "--services").stdout.split()
-
-    def recreate(self, service: str, env: dict[str, str], wait: bool = True):
-        """Recreate one service with extra variables (e.g. an allow-list), its deps untouched;
-        with `wait`, until it is healthy. Returns the result: a refused start is a result too."""
-        args = ["up", "--detach", "--no-deps", "--force-recreate"] + (["--wait"] if wait else [])
-        return self.compose(*args, service, env=env, check=False, timeout=120)
-
-    def exec(self, service: str, *cmd: str, check: bool = True) -> str:
-        return self.compose("exec", "-T", service, *cmd, check=check).stdout
-
-    def logs(self, *services: str, since: float | None = None) -> str:
-        """Logs of the services (all when none given), stdout and stderr, restarting ones too:
-        `docker compose logs <service>` skips a container while it is restarting. `since`: only
-        lines written after this time.time()."""
-        after = ["--since", f"{since:.3f}"] if since is not None else []
-        if not services:
-            return self.compose("logs", "--no-color", "--no-log-prefix", *after, check=False).stdout
-        out = []
-        for service in services:
-            for container in self.compose("ps", "--all", "--quiet", service).stdout.split():
-                result = subprocess.run(
-                    ["docker", "logs", *after, container],
-                    capture_output=True,
-                    text=True,
-                    check=False,
-                )
-                out.append(result.stdout + result.stderr)
-        return "".join(out)
-
-    def inspect(self, service: str) -> dict:
-        """`docker inspect` of the service's (first) container."""
-        container = self.compose("ps", "--all", "--quiet", service).stdout.split()[0]
-        out = subprocess.run(
-            ["docker", "inspect", container], capture_output=True, text=True, check=True
-        )
-        return json.loads(out.stdout)[0]
-
-    def wait_for_log(self, service: str, needle: str, timeout: float = 5.0) -> str:
-        """The first log line of `service` with `needle` (nginx flushes its log every second)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            for line in self.logs(service).splitlines():
-                if needle in line:
-                    return line
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"{self.name}: no {service} log line with {needle!r} in {timeout} s"
-                )
-            time.sleep(0.3)
-
-    def published(self) -> dict[tuple[str, int], str]:
-        """(service, container port) -> http://127.0.0.1:<host port> for every published port."""
-        out = self.compose("ps", "--format", "json").stdout
-        rows = [json.loads(line) for line in out.splitlines() if line]
-        return {
-            (row["Service"], p["TargetPort"]): f"http://{p['URL']}:{p['PublishedPort']}"
-            for row in rows
-            for p in row.get("Publishers") or []
-            if p.get("PublishedPort")
-        }
-
-    def base_url(self) -> str:
-        """URL of the stack's front door: nginx if it has one, else its only published port."""
-        published = self.published()
-        if ("nginx", 8080) in published:
-            return published["nginx", 8080]
-        assert len(published) == 1, f"{self.name}: expected one published port, got {published}"
-        return next(iter(published.values()))
+def work_group(item: pytest.Item) -> str | None:
+    """What must run in one xdist worker: a stack's shared project, or one module's own
+    project (TLS, ACME, Swarm, families, bench). Unit tests go anywhere."""
+    if item.path.parent.name == "unit":
+        return None
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    if "running_stack" in params:
+        return params["running_stack"]
+    if "stack" in params:
+        return f"{item.module.__name__}:{params['stack']}"
+    return item.module.__name__
 
 
-def docker_available() -> str | None:
-    """None if a Docker engine and Compose v2 answer, else what is missing and how to fix it."""
-    try:
-        info = subprocess.run(["docker", "info"], capture_output=True, text=True, timeout=30)
-        compose = subprocess.run(
-            ["docker", "compose", "version"], capture_output=True, text=True, timeout=30
-        )
-    except (FileNotFoundError, subprocess.TimeoutExpired) as error:
-        return f"the docker CLI is missing or hangs ({error})"
-    if info.returncode:
-        return f"no Docker engine answers: {info.stderr.strip()[:300]}"
-    if compose.returncode:
-        return "Docker Compose v2 is missing (`docker compose version` failed)"
-    return None
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """`--stack`: keep the unit tests and that stack's checks. Every test gets the xdist group
+    of the project it needs (before xdist reads the groups). pytest then groups each stack's
+    tests, keeping this order within the group."""
+    chosen = config.getoption("--stack")
+    # the failure scenarios last: they kill and recreate on purpose, the others see a clean stack
+    items.sort(key=lambda item: item.module.__name__ == "test_failures")
+    kept, dropped = [], []
+    for item in items:
+        if chosen and item.path.parent.name != "unit" and stack_of(item) != chosen:
+            dropped.append(item)
+            continue
+        kept.append(item)
+        group = work_group(item)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
 
 
 @pytest.fixture(scope="session")
@@ -206,69 +99,73 @@ def docker() -> None:
         )
 
 
+FRESH: set[str] = set()  # projects no module has used yet: nothing to restore
+
+
+@pytest.fixture(scope="session")
+def running_stack(request, docker) -> Stack:
+    """A stack (the parameter), up once for every test that checks it, always taken down."""
+    stack = start_stack(request.param)
+    FRESH.add(stack.project)
+    try:
+        yield stack
+    finally:
+        stop_stack(stack)
+
+
+@pytest.fixture(scope="module")
+def stack(running_stack: Stack) -> Stack:
+    """The running stack for this module's tests: as its files describe, serving /healthz
+    (an earlier module may have stopped, killed or recreated services on purpose)."""
+    if running_stack.project in FRESH:
+        FRESH.discard(running_stack.project)
+    else:
+        running_stack.restore()
+    return running_stack
+
+
+@pytest.fixture(scope="module")
+def base_url(stack: Stack) -> str:
+    """The stack's front door on 127.0.0.1 (nginx, or the dev server's own port)."""
+    return stack.base_url()
+
+
+@pytest.fixture
+def record(request):
+    """`record(stack, scenario, figure)`: keep a scenario's one-line figure (sent / failed /
+    max latency / recovery ...) for the table printed at the end of the run."""
+
+    def keep(stack: Stack | str, scenario: str, figure: str) -> None:
+        name = stack if isinstance(stack, str) else stack.name
+        request.node.user_properties.append(("figure", (scenario, name, figure)))
+
+    return keep
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
-    """Mark the module's stack as failed, so its teardown prints the containers' logs."""
+    """A stack that could not come up (or back) is reported by its message: compose's error
+    and the logs, no traceback. A failed test's report carries its stack's recent logs."""
     report = yield
+    if call.excinfo is not None and call.excinfo.errisinstance(StackError):
+        report.longrepr = str(call.excinfo.value)
     stack = item.funcargs.get("stack") if hasattr(item, "funcargs") else None
     if report.failed and isinstance(stack, Stack):
-        stack.failed = True
+        try:
+            logs = stack.logs()[-20000:]
+        except Exception as error:  # noqa: BLE001 - the logs are a help, the failure is the news
+            logs = f"(could not read the logs: {error!r})"
+        report.sections.append((f"{stack.name}: logs", logs))
     return report
 
 
-def start_stack(
-    name: str,
-    compose_file: Path | None = None,
-    overlays: tuple[Path, ...] = (),
-    env: dict[str, str] | None = None,
-) -> Stack:
-    """`docker compose up --build --wait` under a unique project name; fails with the logs.
-    `overlays`: compose files on top of the stack's; `env`: variables for compose."""
-    stack = Stack(
-        name=name,
-        compose_file=compose_file or ROOT / "stacks" / name / "compose.yaml",
-        project=f"fs-test-{name.replace('.', '-')}-{uuid.uuid4().hex[:6]}",
-        env={**os.environ, **images_env(), **ephemeral_ports(), **(env or {})},
-        overlays=overlays,
-    )
-    result = stack.compose(
-        "up",
-        "--build",
-        "--detach",
-        "--wait",
-        "--wait-timeout",
-        str(UP_TIMEOUT),
-        check=False,
-        timeout=UP_TIMEOUT + 60,
-    )
-    if result.returncode:
-        logs = stack.logs()
-        stop_stack(stack)
-        pytest.fail(
-            f"{name}: `docker compose up --wait` failed:\n{result.stderr[-3000:]}\n"
-            f"--- logs ---\n{logs[-5000:]}",
-            pytrace=False,
-        )
-    return stack
-
-
-def stop_stack(stack: Stack) -> None:
-    if stack.failed:
-        print(f"\n--- {stack.name}: logs (a test failed) ---\n{stack.logs()[-20000:]}")
-    stack.compose(
-        "down", "--volumes", "--remove-orphans", "--timeout", "40", check=False, timeout=120
-    )
-
-
-# Failure-behaviour figures (sent / failed / max latency / recovery), printed as a table at the end
 FIGURES: list[tuple[str, str, str]] = []
 
 
-def record(stack: Stack | str, scenario: str, figure: str) -> None:
-    """Keep a scenario's one-line figure for the summary table, and print it now."""
-    name = stack if isinstance(stack, str) else stack.name
-    FIGURES.append((scenario, name, figure))
-    print(f"{name}: {scenario}: {figure}")
+def pytest_runtest_logreport(report):
+    """Collect recorded figures (in the controller too: xdist sends user_properties along)."""
+    if report.when == "call":
+        FIGURES.extend(tuple(value) for key, value in report.user_properties if key == "figure")
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
@@ -278,19 +175,3 @@ def pytest_terminal_summary(terminalreporter) -> None:
         terminalreporter.write_line("|---|---|---|")
         for scenario, name, figure in sorted(FIGURES):
             terminalreporter.write_line(f"| {scenario} | {name} | {figure} |")
-
-
-@pytest.fixture(scope="module", params=STACKS)
-def stack(request, docker) -> Stack:
-    """Each stack, up once for the module, always taken down (with its volumes) afterwards."""
-    started = start_stack(request.param)
-    try:
-        yield started
-    finally:
-        stop_stack(started)
-
-
-@pytest.fixture(scope="module")
-def base_url(stack: Stack) -> str:
-    """The stack's front door on 127.0.0.1 (nginx, or the dev server's own port)."""
-    return stack.base_url()

@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, Stack, stop_stack
-from tlsclient import (
+from harness.compose import ROOT, Stack, stop_stack
+from harness.tls import (
     TLS_STACKS,
     make_certs,
     served_certificate,
     start_tls_stack,
     swap_under_traffic,
 )
-from traffic import Stream, get, wait_for
+from harness.traffic import Stream, get, wait_for
 
 DOMAIN = "acme.flask-stacks.test"  # nginx's alias on the project network, which pebble resolves
 STACK = "nginx-uwsgi-socket"

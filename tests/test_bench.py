@@ -5,7 +5,7 @@ import json
 import subprocess
 import sys
 
-from conftest import ROOT
+from harness.compose import ROOT
 
 
 def test_bench_smoke_run_writes_a_report_without_errors(docker, tmp_path):

@@ -17,13 +17,16 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from conftest import STACKS, Stack, only, record
-from faults import app_server, kill_master, kill_worker, memory_mib
-from traffic import Stream, fetch_many, outage, summary, wait_for, wrk
+from harness.compose import STACKS, Stack
+from harness.faults import app_server, kill_master, kill_worker, memory_mib
+from harness.traffic import Stream, fetch_many, outage, summary, wait_for
+from harness.wrk import wrk
 
 CLIENTS = 4  # concurrent clients of the steady stream
 
-pytestmark = only(*(name for name in STACKS if name != "flask-dev"))  # flask-dev has no nginx
+pytestmark = pytest.mark.stacks(
+    *(name for name in STACKS if name != "flask-dev")
+)  # flask-dev has no nginx
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -37,7 +40,7 @@ def figure(results, fault: float) -> str:
     return f"{summary(results)} / recovery {outage(results, fault):.1f} s"
 
 
-def test_worker_killed_only_its_requests_fail(stack, base_url):
+def test_worker_killed_only_its_requests_fail(stack, base_url, record):
     service = stack.app_services()[0]
     server = app_server(stack, service)
     with Stream(base_url + "/", clients=CLIENTS, limit=20) as stream:
@@ -62,7 +65,7 @@ def test_worker_killed_only_its_requests_fail(stack, base_url):
     assert after.master["pid"] == server.master["pid"], "the master itself restarted"
 
 
-def test_master_killed_container_restarts_and_nginx_recovers(stack, base_url):
+def test_master_killed_container_restarts_and_nginx_recovers(stack, base_url, record):
     if "nginx" not in stack.services():
         pytest.skip(
             f"{stack.name}: one container, whose restart moves its ephemeral test port; "
@@ -88,7 +91,7 @@ def test_master_killed_container_restarts_and_nginx_recovers(stack, base_url):
     assert not late, f"failures after serving again: {late[:5]}"
 
 
-def test_backend_recreated_on_a_new_address_nginx_follows(stack, base_url):
+def test_backend_recreated_on_a_new_address_nginx_follows(stack, base_url, record):
     if "nginx" not in stack.services():
         pytest.skip(f"{stack.name}: nginx and the app server are one container")
     service = stack.app_services()[0]
@@ -191,7 +194,7 @@ def slow_clients(host: str, port: int, loris: int, uploads: int, seconds: float)
     }
 
 
-def test_slow_clients_hold_no_worker_and_are_cut_off(stack, base_url):
+def test_slow_clients_hold_no_worker_and_are_cut_off(stack, base_url, record):
     url = urlsplit(base_url)
     with Stream(base_url + "/", clients=CLIENTS, limit=40, timeout=5) as stream:
         time.sleep(0.5)
@@ -216,7 +219,7 @@ def test_slow_clients_hold_no_worker_and_are_cut_off(stack, base_url):
     assert slow["upload_status"] == [b"200"] * 10, slow["upload_status"]
 
 
-def test_burst_far_above_the_workers_gets_no_error(stack, base_url):
+def test_burst_far_above_the_workers_gets_no_error(stack, base_url, record):
     started = time.time()
     report = wrk(base_url + "/", connections=512, duration=4, timeout=10)
     record(
@@ -232,7 +235,7 @@ def test_burst_far_above_the_workers_gets_no_error(stack, base_url):
         assert sign not in logs, f"{sign!r} in the logs: {logs[-2000:]}"
 
 
-def test_memory_over_20k_requests_stays_flat(stack, base_url):
+def test_memory_over_20k_requests_stays_flat(stack, base_url, record):
     service = stack.app_services()[0]
     fetch_many(base_url + "/", 200, concurrency=4)  # every worker has served
     wrk(base_url + "/", connections=16, duration=1)

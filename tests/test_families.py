@@ -3,7 +3,7 @@
 import pytest
 import requests
 
-from conftest import FAMILIES, ROOT, start_stack, stop_stack
+from harness.compose import FAMILIES, ROOT, start_stack, stop_stack
 
 
 @pytest.fixture(scope="module", params=FAMILIES)

@@ -14,9 +14,9 @@ import time
 import pytest
 import requests
 
-from conftest import Stack, record
-from faults import app_server
-from traffic import Background, summary
+from harness.compose import Stack
+from harness.faults import app_server
+from harness.traffic import Background, summary
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -214,7 +214,7 @@ BAD_REQUESTS = {
 
 def test_bad_input_gets_a_clear_status_and_harms_nothing(stack, base_url):
     needs_nginx(stack)
-    before = stack.logs(*stack.app_services())
+    since = time.time()
     for what, (data, statuses) in BAD_REQUESTS.items():
         status, response = raw_request(base_url, data)
         assert status in statuses, f"{stack.name}, {what}: {status} (want {statuses})"
@@ -224,7 +224,7 @@ def test_bad_input_gets_a_clear_status_and_harms_nothing(stack, base_url):
     bad_slow = requests.get(base_url + "/slow?seconds=x", timeout=10)
     assert bad_slow.status_code == 400 and bad_slow.json()["status"] == 400
     assert requests.get(base_url + "/healthz", timeout=10).status_code == 200
-    after = stack.logs(*stack.app_services())[len(before) :]
+    after = stack.logs(*stack.app_services(), since=since)
     assert not WORKER_DEATH.search(after), f"{stack.name}: a worker died:\n{after[-3000:]}"
 
 
@@ -263,7 +263,7 @@ def test_allow_list_injection_refuses_to_start(stack):
 # --- graceful stop (last: they stop services) ------------------------------------------------
 
 
-def _assert_stop_drains(stack: Stack, services: list[str]) -> None:
+def _assert_stop_drains(stack: Stack, services: list[str], record) -> None:
     """3 s requests fill the app server's slots (at most 6) when `docker compose stop` hits
     `services`: each must answer 200, and the services must exit by themselves, well inside
     their stop_grace_period. (Requests still queued past the slots are not in flight.)"""
@@ -285,15 +285,15 @@ def _assert_stop_drains(stack: Stack, services: list[str]) -> None:
         assert state.split()[:1] == ["exited"], f"{stack.name}/{service}: {state!r}"
 
 
-def test_nginx_stop_drains_in_flight_requests(stack):
+def test_nginx_stop_drains_in_flight_requests(stack, record):
     needs_nginx(stack)
     if stack.front != "nginx":
         pytest.skip(f"{stack.name}: nginx stops with the app server (next test)")
-    _assert_stop_drains(stack, ["nginx"])
+    _assert_stop_drains(stack, ["nginx"], record)
     stack.compose("start", "nginx", timeout=60)
     stack.compose("up", "--detach", "--wait", "nginx", timeout=120)
 
 
-def test_app_server_stop_drains_in_flight_requests(stack):
+def test_app_server_stop_drains_in_flight_requests(stack, record):
     needs_nginx(stack)
-    _assert_stop_drains(stack, stack.app_services())
+    _assert_stop_drains(stack, stack.app_services(), record)

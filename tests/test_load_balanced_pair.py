@@ -4,10 +4,11 @@ it comes back within a bound."""
 import time
 from collections import Counter
 
-from conftest import only, record
-from traffic import Stream, fetch_many, summary, wait_for
+import pytest
 
-pytestmark = only("load-balanced-pair")
+from harness.traffic import Stream, fetch_many, summary, wait_for
+
+pytestmark = pytest.mark.stacks("load-balanced-pair")
 
 REQUESTS = 100
 
@@ -26,7 +27,7 @@ def test_both_backends_share_the_load(stack, base_url):
     assert all(0.35 * REQUESTS <= n <= 0.65 * REQUESTS for n in share.values()), share
 
 
-def test_one_backend_stopped_mid_stream_no_request_fails(stack, base_url):
+def test_one_backend_stopped_mid_stream_no_request_fails(stack, base_url, record):
     names = hostnames(stack)
     with Stream(base_url + "/whoami", clients=4, limit=30) as stream:
         time.sleep(1)
@@ -42,7 +43,7 @@ def test_one_backend_stopped_mid_stream_no_request_fails(stack, base_url):
     assert len(stream.since(fault)) > 20
 
 
-def test_restarted_backend_gets_traffic_again(stack, base_url):
+def test_restarted_backend_gets_traffic_again(stack, base_url, record):
     with Stream(base_url + "/whoami", clients=2, limit=40) as stream:
         started = time.monotonic()
         stack.compose("start", "app2", timeout=60)

@@ -3,10 +3,12 @@
 import re
 import time
 
-from conftest import only
-from traffic import fetch_many, summary, wrk
+import pytest
 
-pytestmark = only("nginx-gunicorn-gevent")
+from harness.traffic import fetch_many, summary
+from harness.wrk import wrk
+
+pytestmark = pytest.mark.stacks("nginx-gunicorn-gevent")
 
 
 def test_gevent_workers_and_no_late_patching(stack, base_url):

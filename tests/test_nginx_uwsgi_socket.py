@@ -1,8 +1,8 @@
 """nginx-uwsgi-socket: the socket is shared through a group, never world-writable."""
 
-from conftest import only
+import pytest
 
-pytestmark = only("nginx-uwsgi-socket")
+pytestmark = pytest.mark.stacks("nginx-uwsgi-socket")
 
 
 def test_socket_is_group_only(stack):

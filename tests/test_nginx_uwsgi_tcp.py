@@ -1,10 +1,9 @@
 """nginx-uwsgi-tcp: uwsgi protocol over TCP, never published; stats for the operator only."""
 
+import pytest
 import requests
 
-from conftest import only
-
-pytestmark = only("nginx-uwsgi-tcp")
+pytestmark = pytest.mark.stacks("nginx-uwsgi-tcp")
 
 
 def test_only_nginx_and_stats_are_published_and_on_loopback(stack):

@@ -13,10 +13,9 @@ import time
 import pytest
 import requests
 
-import faults
-from conftest import only
+from harness import faults
 
-pytestmark = only("single-container")
+pytestmark = pytest.mark.stacks("single-container")
 
 
 def processes(stack) -> list[dict]:

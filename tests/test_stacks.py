@@ -12,7 +12,7 @@ import time
 import pytest
 import requests
 
-from conftest import ROOT, Stack
+from harness.compose import ROOT, Stack
 
 STATIC_FILE = ROOT / "shared/app/flask_stacks/static/hello.txt"
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from conftest import ROOT, images_env, record
-from tlsclient import free_port
-from traffic import Result, Stream, fetch_many, summary, wait_for
+from harness.compose import ROOT, images_env
+from harness.tls import free_port
+from harness.traffic import Result, Stream, fetch_many, summary, wait_for
 
 REPLICAS = 3
 
@@ -205,7 +205,7 @@ def test_files_come_from_swarm_configs_and_tasks_by_dns(deployed):
     assert app["UpdateConfig"]["Order"] == "start-first"
 
 
-def test_scaling_up_and_down_fails_no_request(deployed):
+def test_scaling_up_and_down_fails_no_request(deployed, record):
     url = f"{deployed.url}/whoami"
     before = deployed.settled_hostnames()
     with Stream(url, clients=4, limit=240) as stream:
@@ -231,7 +231,7 @@ def test_scaling_up_and_down_fails_no_request(deployed):
     assert served_after == remaining, f"served by {served_after}, running {remaining}"
 
 
-def test_killed_task_fails_no_request_and_is_replaced(deployed):
+def test_killed_task_fails_no_request_and_is_replaced(deployed, record):
     before = deployed.settled_hostnames()
     slot, killed = next(iter(deployed.slots().items()))
     victim = next(c for c in deployed.app_containers() if c.startswith(f"{slot}."))
@@ -256,7 +256,7 @@ def test_killed_task_fails_no_request_and_is_replaced(deployed):
     assert deployed.app_hostnames() == before - {killed} | {replacement}
 
 
-def test_rolling_update_fails_no_request(deployed):
+def test_rolling_update_fails_no_request(deployed, record):
     service = deployed.service("app")
     spec = json.loads(docker("service", "inspect", service))[0]["Spec"]
     image = spec["TaskTemplate"]["ContainerSpec"]["Image"].split("@")[0]

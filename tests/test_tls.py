@@ -16,15 +16,15 @@ import httpx
 import pytest
 import requests
 
-from conftest import STACKS, Stack, stop_stack
-from tlsclient import (
+from harness.compose import STACKS, Stack, stop_stack
+from harness.tls import (
     TLS_STACKS,
     make_certs,
     served_certificate,
     start_tls_stack,
     swap_under_traffic,
 )
-from traffic import Stream, wait_for
+from harness.traffic import Stream, wait_for
 
 
 def handshake(port: int, version: ssl.TLSVersion, ciphers: str | None = None) -> str:

@@ -40,7 +40,7 @@ if ! is_whole "$interval" || [ "$interval" -lt 1 ]; then
 fi
 for file in fullchain.pem privkey.pem; do
     [ -r "$certs/$file" ] || fail "TLS=on but $certs/$file is missing or not readable by uid $(id -u):" \
-        "run 'make certs' (a local CA), mount your own (README: HTTPS), or use the ACME overlay"
+        "run 'make certs' (a local CA), mount your own (docs/https.md), or use the ACME overlay"
 done
 
 suffix=":$port"

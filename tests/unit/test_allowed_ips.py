@@ -4,7 +4,7 @@ import subprocess
 
 import pytest
 
-from conftest import ROOT
+from harness.compose import ROOT
 
 SCRIPT = ROOT / "shared/nginx/allowed-ips.sh"
 

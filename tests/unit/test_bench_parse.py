@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from conftest import ROOT
-from traffic import parse_wrk
+from harness.compose import ROOT
+from harness.wrk import parse_wrk
 
 spec = importlib.util.spec_from_file_location("bench", ROOT / "scripts/bench.py")
 bench = importlib.util.module_from_spec(spec)

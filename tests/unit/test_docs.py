@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from conftest import ROOT, STACKS, publish_var
+from harness.compose import ROOT, STACKS, publish_var
 
 README = (ROOT / "README.md").read_text()
 TRACKED = subprocess.run(
@@ -52,3 +52,21 @@ def test_stack_readme_names_real_files_and_its_url(stack):
         )
     assert f"http://{default_publish(stack)}/" in readme, f"{stack}: README shows another URL"
     assert f"make up STACK={stack}" in readme
+
+
+def test_readme_is_a_landing_page_linking_every_docs_page():
+    assert len(README.encode()) < 12 * 1024, "README.md grew past 12 KB: move reference to docs/"
+    for page in sorted((ROOT / "docs").glob("*.md")):
+        assert f"](docs/{page.name})" in README, f"README.md does not link docs/{page.name}"
+
+
+@pytest.mark.parametrize(
+    "doc",
+    ["README.md", "CONTRIBUTING.md"]
+    + [str(p.relative_to(ROOT)) for p in sorted(ROOT.glob("docs/*.md"))]
+    + [str(p.relative_to(ROOT)) for p in sorted(ROOT.glob("stacks/*/README.md"))],
+)
+def test_relative_links_resolve(doc):
+    path = ROOT / doc
+    for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", path.read_text()):
+        assert (path.parent / target).exists(), f"{doc} links {target}, which does not exist"

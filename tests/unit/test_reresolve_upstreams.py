@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from harness.compose import ROOT
 
 SCRIPT = ROOT / "shared/nginx/reresolve-upstreams.sh"
 

@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from conftest import ROOT
+from harness.compose import ROOT
 
 spec = importlib.util.spec_from_file_location("swarm", ROOT / "scripts/swarm.py")
 swarm = importlib.util.module_from_spec(spec)

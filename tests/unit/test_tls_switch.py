@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from harness.compose import ROOT
 
 SCRIPT = ROOT / "shared/nginx/tls.sh"
 

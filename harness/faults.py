@@ -15,7 +15,7 @@ import statistics
 import time
 from dataclasses import dataclass
 
-from conftest import ROOT, Stack
+from harness.compose import ROOT, Stack
 
 # Every process in the container: pid, parent, command line, proportional memory (PSS, KiB).
 PROCESSES = """

@@ -12,8 +12,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import ROOT, STACKS, Stack, start_stack
-from traffic import Stream, summary, wait_for
+from harness.compose import ROOT, STACKS, Stack, start_stack
+from harness.traffic import Stream, summary, wait_for
 
 
 def tls_overlay(name: str) -> Path | None:

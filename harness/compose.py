@@ -1,0 +1,259 @@
+"""A stack's compose project: started under a unique name on host ports the OS picks, driven
+with `docker compose`, put back as its files describe after a test broke it, stopped with its
+volumes. Stacks are discovered from stacks/*/compose.yaml: a new stack directory is picked up
+without editing a list."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+STACKS = sorted(p.parent.name for p in ROOT.glob("stacks/*/compose.yaml"))
+FAMILIES = sorted(p.name for p in ROOT.glob("docker-compose.*.yml"))
+UP_TIMEOUT = 300  # seconds; the first run builds the app image
+
+
+class StackError(Exception):
+    """A stack that could not come up or come back: the message carries compose's error and
+    the containers' logs."""
+
+
+def images_env() -> dict[str, str]:
+    """Base images chosen by scripts/setup.sh (.images.env), unless the caller set them."""
+    env = {}
+    path = ROOT / ".images.env"
+    if path.exists():
+        for line in path.read_text().splitlines():
+            key, sep, value = line.partition("=")
+            if sep and key not in os.environ:
+                env[key] = value
+    return env
+
+
+def publish_var(stack: str) -> str:
+    """The env var that sets a stack's published address, e.g. NGINX_UWSGI_SOCKET_PUBLISH."""
+    return stack.upper().replace("-", "_") + "_PUBLISH"
+
+
+def ephemeral_ports(*patterns: str) -> dict[str, str]:
+    """Every *_PUBLISH variable of every stack (and of the compose files `patterns` add, e.g.
+    make bench's baselines) set to 127.0.0.1:0: the OS picks free ports, so tests never collide
+    with each other or with a stack a user has up."""
+    names = set()
+    for compose in (
+        p for pattern in ("stacks/*/compose.yaml", *patterns) for p in ROOT.glob(pattern)
+    ):
+        names.update(re.findall(r"\$\{([A-Z0-9_]+_PUBLISH):-", compose.read_text()))
+    return dict.fromkeys(sorted(names), "127.0.0.1:0")
+
+
+@dataclass
+class Stack:
+    """A compose project of one stack, under a unique project name."""
+
+    name: str
+    compose_file: Path
+    project: str
+    env: dict[str, str]
+    overlays: tuple[Path, ...] = ()  # compose files layered on top (e.g. shared/compose/tls.yaml)
+
+    @functools.cached_property
+    def front(self) -> str:
+        """The service clients talk to: nginx, or the only service (flask-dev, single-container)."""
+        services = self.services()
+        if "nginx" in services:
+            return "nginx"
+        assert len(services) == 1, f"{self.name}: no nginx service and several services {services}"
+        return services[0]
+
+    @functools.cached_property
+    def behind_nginx(self) -> bool:
+        """Whether nginx answers clients (in its own service, or inside the single container)."""
+        probe = self.compose("exec", "-T", self.front, "sh", "-c", "command -v nginx", check=False)
+        return probe.returncode == 0
+
+    def app_services(self) -> list[str]:
+        """The app-server services (app, or app1 and app2 in the pair)."""
+        return [name for name in self.services() if "nginx" not in name]
+
+    def compose(
+        self, *args: str, check: bool = True, timeout: float = 120, env: dict | None = None
+    ) -> subprocess.CompletedProcess:
+        """Run `docker compose` on this project; `env` adds variables for this call only."""
+        files = [arg for path in (self.compose_file, *self.overlays) for arg in ("-f", str(path))]
+        cmd = ["docker", "compose", *files, "-p", self.project, *args]
+        return subprocess.run(
+            cmd,
+            env={**self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=timeout,
+        )
+
+    @functools.cached_property
+    def _services(self) -> tuple[str, ...]:
+        return tuple(self.compose("config", "--services").stdout.split())
+
+    def services(self) -> list[str]:
+        """The project's services, as its compose files define them."""
+        return list(self._services)
+
+    def recreate(self, service: str, env: dict[str, str], wait: bool = True):
+        """Recreate one service with extra variables (e.g. an allow-list), its deps untouched;
+        with `wait`, until it is healthy. Returns the result: a refused start is a result too."""
+        args = ["up", "--detach", "--no-deps", "--force-recreate"] + (["--wait"] if wait else [])
+        return self.compose(*args, service, env=env, check=False, timeout=120)
+
+    def exec(self, service: str, *cmd: str, check: bool = True) -> str:
+        return self.compose("exec", "-T", service, *cmd, check=check).stdout
+
+    def logs(self, *services: str, since: float | None = None) -> str:
+        """Logs of the services (all when none given), stdout and stderr, restarting ones too:
+        `docker compose logs <service>` skips a container while it is restarting. `since`: only
+        lines written after this time.time()."""
+        after = ["--since", f"{since:.3f}"] if since is not None else []
+        if not services:
+            return self.compose("logs", "--no-color", "--no-log-prefix", *after, check=False).stdout
+        out = []
+        for service in services:
+            for container in self.compose("ps", "--all", "--quiet", service).stdout.split():
+                result = subprocess.run(
+                    ["docker", "logs", *after, container],
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                )
+                out.append(result.stdout + result.stderr)
+        return "".join(out)
+
+    def inspect(self, service: str) -> dict:
+        """`docker inspect` of the service's (first) container."""
+        container = self.compose("ps", "--all", "--quiet", service).stdout.split()[0]
+        out = subprocess.run(
+            ["docker", "inspect", container], capture_output=True, text=True, check=True
+        )
+        return json.loads(out.stdout)[0]
+
+    def wait_for_log(self, service: str, needle: str, timeout: float = 5.0) -> str:
+        """The first log line of `service` with `needle` (nginx flushes its log every second)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for line in self.logs(service).splitlines():
+                if needle in line:
+                    return line
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{self.name}: no {service} log line with {needle!r} in {timeout} s"
+                )
+            time.sleep(0.3)
+
+    def published(self) -> dict[tuple[str, int], str]:
+        """(service, container port) -> http://127.0.0.1:<host port> for every published port."""
+        out = self.compose("ps", "--format", "json").stdout
+        rows = [json.loads(line) for line in out.splitlines() if line]
+        return {
+            (row["Service"], p["TargetPort"]): f"http://{p['URL']}:{p['PublishedPort']}"
+            for row in rows
+            for p in row.get("Publishers") or []
+            if p.get("PublishedPort")
+        }
+
+    def base_url(self) -> str:
+        """URL of the stack's front door: nginx if it has one, else its only published port."""
+        published = self.published()
+        if ("nginx", 8080) in published:
+            return published["nginx", 8080]
+        assert len(published) == 1, f"{self.name}: expected one published port, got {published}"
+        return next(iter(published.values()))
+
+    def up(self, *flags: str, timeout: float = UP_TIMEOUT) -> list[str]:
+        """`docker compose up --detach --wait` (plus `flags`): every service as the files
+        describe, healthy. Returns what compose changed ("Container x  Recreated", ...);
+        raises StackError with compose's error and the logs when it cannot."""
+        result = self.compose(
+            *("up", "--detach", "--wait", "--wait-timeout", str(timeout), *flags),
+            check=False,
+            timeout=timeout + 60,
+        )
+        if result.returncode:
+            raise StackError(
+                f"{self.name}: `docker compose up --wait` failed:\n{result.stderr[-3000:]}\n"
+                f"--- logs ---\n{self.logs()[-5000:]}"
+            )
+        return [
+            line.strip()
+            for line in result.stderr.splitlines()
+            if re.search(r"\b(Recreated|Started|Created)\s*$", line)
+        ]
+
+    def restore(self) -> list[str]:
+        """After a test stopped, killed or recreated services: put every service back as the
+        compose files describe (nothing is restarted that already is), and prove it: the front
+        door answers /healthz. Returns what had to change."""
+        changed = self.up(timeout=120)
+        url = self.base_url() + "/healthz"
+        try:
+            status = requests.get(url, timeout=10).status_code
+        except requests.RequestException as error:
+            status = repr(error)
+        if status != 200:
+            raise StackError(f"{self.name}: restored, but {url} answers {status}")
+        return changed
+
+
+def docker_available() -> str | None:
+    """None if a Docker engine and Compose v2 answer, else what is missing and how to fix it."""
+    try:
+        info = subprocess.run(["docker", "info"], capture_output=True, text=True, timeout=30)
+        compose = subprocess.run(
+            ["docker", "compose", "version"], capture_output=True, text=True, timeout=30
+        )
+    except (FileNotFoundError, subprocess.TimeoutExpired) as error:
+        return f"the docker CLI is missing or hangs ({error})"
+    if info.returncode:
+        return f"no Docker engine answers: {info.stderr.strip()[:300]}"
+    if compose.returncode:
+        return "Docker Compose v2 is missing (`docker compose version` failed)"
+    return None
+
+
+def start_stack(
+    name: str,
+    compose_file: Path | None = None,
+    overlays: tuple[Path, ...] = (),
+    env: dict[str, str] | None = None,
+) -> Stack:
+    """`docker compose up --build --wait` under a unique project name (images are rebuilt only
+    when their inputs changed). `overlays`: compose files on top of the stack's; `env`:
+    variables for compose. Raises StackError, with the logs, after taking down what started."""
+    stack = Stack(
+        name=name,
+        compose_file=compose_file or ROOT / "stacks" / name / "compose.yaml",
+        project=f"fs-test-{name.replace('.', '-')}-{uuid.uuid4().hex[:6]}",
+        env={**os.environ, **images_env(), **ephemeral_ports(), **(env or {})},
+        overlays=overlays,
+    )
+    try:
+        stack.up("--build")
+    except StackError:
+        stop_stack(stack)
+        raise
+    return stack
+
+
+def stop_stack(stack: Stack) -> None:
+    """`docker compose down` with the project's volumes and orphans."""
+    stack.compose(
+        "down", "--volumes", "--remove-orphans", "--timeout", "40", check=False, timeout=120
+    )
