@@ -13,9 +13,19 @@ still starts once; stacks run side by side.
 
 from __future__ import annotations
 
+import fcntl
+
 import pytest
 
-from harness.compose import STACKS, Stack, StackError, docker_available, start_stack, stop_stack
+from harness.compose import (
+    STACKS,
+    Stack,
+    StackError,
+    build_images,
+    docker_available,
+    start_stack,
+    stop_stack,
+)
 
 
 def pytest_addoption(parser):
@@ -28,6 +38,7 @@ def pytest_addoption(parser):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "stacks(*names): the stacks a module's tests apply to")
+    config.addinivalue_line("markers", "xdist_group(name): one xdist worker runs the group")
     chosen = config.getoption("--stack")
     if chosen and chosen not in STACKS:
         raise pytest.UsageError(f"--stack={chosen} is not a stack. Use one of: {' '.join(STACKS)}")
@@ -60,7 +71,7 @@ def work_group(item: pytest.Item) -> str | None:
     if "running_stack" in params:
         return params["running_stack"]
     if "stack" in params:
-        return f"{item.module.__name__}:{params['stack']}"
+        return f"{item.module.__name__}-{params['stack']}"
     return item.module.__name__
 
 
@@ -99,17 +110,39 @@ def docker() -> None:
         )
 
 
+@pytest.fixture(scope="session")
+def images(docker, tmp_path_factory) -> list[str]:
+    """The stacks' images, built once per run before any stack starts: under xdist the first
+    worker builds while the others wait on a lock, then find them in Docker's build cache."""
+    shared = tmp_path_factory.getbasetemp().parent  # one folder for every worker of the run
+    with open(shared / "images.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return build_images()
+
+
 FRESH: set[str] = set()  # projects no module has used yet: nothing to restore
+DOWN: set[str] = set()  # projects taken down after their last check
 
 
 @pytest.fixture(scope="session")
-def running_stack(request, docker) -> Stack:
+def running_stack(request, images) -> Stack:
     """A stack (the parameter), up once for every test that checks it, always taken down."""
     stack = start_stack(request.param)
     FRESH.add(stack.project)
     try:
         yield stack
     finally:
+        if stack.project not in DOWN:
+            stop_stack(stack)
+
+
+def pytest_runtest_teardown(item, nextitem):
+    """Take a stack down after its last check, not when the session ends: a worker's next
+    group may be another project, and an idle stack's healthchecks would load the machine."""
+    stack = getattr(item, "funcargs", {}).get("running_stack")
+    following = getattr(getattr(nextitem, "callspec", None), "params", {}).get("running_stack")
+    if isinstance(stack, Stack) and following != stack.name and stack.project not in DOWN:
+        DOWN.add(stack.project)
         stop_stack(stack)
 
 
@@ -120,6 +153,7 @@ def stack(running_stack: Stack) -> Stack:
     if running_stack.project in FRESH:
         FRESH.discard(running_stack.project)
     else:
+        DOWN.discard(running_stack.project)  # up again, if it was taken down too early
         running_stack.restore()
     return running_stack
 

@@ -35,7 +35,7 @@ def pebble_certs(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def stack(docker, pebble_certs) -> Stack:
+def stack(images, pebble_certs) -> Stack:
     overlays = (
         "shared/compose/tls.yaml",
         "shared/compose/acme.yaml",

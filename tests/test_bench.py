@@ -8,7 +8,7 @@ import sys
 from harness.compose import ROOT
 
 
-def test_bench_smoke_run_writes_a_report_without_errors(docker, tmp_path):
+def test_bench_smoke_run_writes_a_report_without_errors(images, tmp_path):
     stacks = "nginx-uwsgi-socket,nginx-gunicorn-gevent"  # one of each server family
     result = subprocess.run(
         [sys.executable, "scripts/bench.py", "--smoke", "--stacks", stacks, "--out", str(tmp_path)],

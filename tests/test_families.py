@@ -7,7 +7,7 @@ from harness.compose import FAMILIES, ROOT, start_stack, stop_stack
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
-def family(request, docker):
+def family(request, images):
     """One top-level compose file, up once, always taken down."""
     started = start_stack(request.param, ROOT / request.param)
     try:

@@ -139,7 +139,7 @@ class Deployment:
 
 
 @pytest.fixture(scope="module")
-def swarm(docker) -> None:
+def swarm(images) -> None:
     """A swarm this node manages: the one it is in, or a single-node one made here and left."""
     state = subprocess.run(
         ["docker", "info", "--format", "{{.Swarm.LocalNodeState}}"],

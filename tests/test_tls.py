@@ -54,7 +54,7 @@ def local_ca(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module", params=sorted(TLS_STACKS))
-def stack(request, docker, local_ca) -> Stack:
+def stack(request, images, local_ca) -> Stack:
     """Each nginx stack with HTTPS on, up once for the module, always taken down."""
     started = start_tls_stack(
         request.param, (TLS_STACKS[request.param],), {"TLS_CERTS_DIR": str(local_ca)}
