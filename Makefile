@@ -107,7 +107,7 @@ bench: ## measure every stack side by side (STACKS=a,b DURATION=5 CONNECTIONS=64
 PYTEST_WORKERS ?= 2
 test: $(if $(STACK),check-stack) ## run every test (STACK=<name>: the unit tests and that stack's checks)
 	@scripts/setup.sh all
-	$(VENV)/pytest -n $(PYTEST_WORKERS) --dist loadgroup $(if $(STACK),--stack=$(STACK)) $(PYTEST_ARGS)
+	$(VENV)/pytest -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder $(if $(STACK),--stack=$(STACK)) $(PYTEST_ARGS)
 
 test-unit: ## run the tests that need no Docker (the app itself)
 	@scripts/setup.sh venv

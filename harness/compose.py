@@ -254,10 +254,12 @@ def start_stack(
     compose_file: Path | None = None,
     overlays: tuple[Path, ...] = (),
     env: dict[str, str] | None = None,
+    build: bool = True,
 ) -> Stack:
     """`docker compose up --build --wait` under a unique project name (images are rebuilt only
-    when their inputs changed). `overlays`: compose files on top of the stack's; `env`:
-    variables for compose. Raises StackError, with the logs, after taking down what started."""
+    when their inputs changed; `build=False` after `build_images`, e.g. to start several
+    stacks at once). `overlays`: compose files on top of the stack's; `env`: variables for
+    compose. Raises StackError, with the logs, after taking down what started."""
     stack = Stack(
         name=name,
         compose_file=compose_file or ROOT / "stacks" / name / "compose.yaml",
@@ -266,7 +268,7 @@ def start_stack(
         overlays=overlays,
     )
     try:
-        stack.up("--build")
+        stack.up(*(["--build"] if build else []))
     except StackError:
         stop_stack(stack)
         raise

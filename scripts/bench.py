@@ -29,6 +29,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +38,7 @@ from harness.compose import (
     STACKS,
     Stack,
     StackError,
+    build_images,
     ephemeral_ports,
     images_env,
     start_stack,
@@ -372,15 +374,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def start_targets(targets: dict[str, tuple], running: dict[str, Target]) -> None:
-    """Bring every target up into `running` (label -> Target); a target that cannot come up
-    ends the bench with its compose error and logs, not a traceback."""
-    for label, (name, compose_file, baseline, front) in targets.items():
-        try:
-            stack = start_stack(name, compose_file)
-        except StackError as error:
-            raise SystemExit(f"bench: {error}") from None
+    """Bring every target up into `running` (label -> Target), all at once once the images are
+    built (most of a start is waiting on healthchecks); a target that cannot come up ends the
+    bench with its compose error and logs, not a traceback."""
+
+    started: dict[str, Target] = {}
+
+    def start(label: str) -> None:
+        name, compose_file, baseline, front = targets[label]
+        stack = start_stack(name, compose_file, build=False)
+        started[label] = Target(label, stack, "", baseline, {})  # known: taken down at the end
         url = stack.published()[front] if front else stack.base_url()
-        running[label] = Target(label, stack, url, baseline, container_ids(stack))
+        started[label] = Target(label, stack, url, baseline, container_ids(stack))
+
+    try:
+        build_images([name for name, compose_file, *_ in targets.values() if not compose_file])
+        with ThreadPoolExecutor(len(targets)) as pool:
+            for done in [pool.submit(start, label) for label in targets]:
+                done.result()
+    except StackError as error:
+        raise SystemExit(f"bench: {error}") from None
+    finally:  # in the plan's order, for the report; every started target, for the teardown
+        running.update({label: started[label] for label in targets if label in started})
 
 
 def run_rounds(

@@ -36,7 +36,44 @@ def pytest_addoption(parser):
     )
 
 
+# The order of the work groups (each stack's checks, each module with a project of its own):
+# the longest first, so that under xdist (`--no-loadscope-reorder` keeps this order) no long
+# group starts when the other worker is nearly done.
+GROUP_ORDER = ("test_swarm", "<stack>", "test_acme", "test_bench", "test_tls", "test_families")
+# Within a stack's group: the contract first, what breaks the stack on purpose last.
+MODULE_ORDER = {"test_stacks": 0, "test_hardening": 2, "test_failures": 3}  # others: 1
+
+
+class GroupsInOrder:
+    """Sorts the tests into their work groups, each group's tests together (so that a stack
+    starts once, also without xdist), the groups by GROUP_ORDER and the modules within a
+    group by MODULE_ORDER, unit tests last."""
+
+    @staticmethod
+    def rank(item: pytest.Item) -> int:
+        if item.path.parent.name == "unit":
+            return len(GROUP_ORDER)
+        if "running_stack" in getattr(getattr(item, "callspec", None), "params", {}):
+            return GROUP_ORDER.index("<stack>")
+        module = item.module.__name__
+        return GROUP_ORDER.index(module) if module in GROUP_ORDER else len(GROUP_ORDER)
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, items):
+        first_seen: dict[str | None, int] = {}
+        for index, item in enumerate(items):
+            first_seen.setdefault(work_group(item), index)
+        items.sort(
+            key=lambda item: (
+                self.rank(item),
+                first_seen[work_group(item)],
+                MODULE_ORDER.get(item.module.__name__, 1),
+            )
+        )
+
+
 def pytest_configure(config):
+    config.pluginmanager.register(GroupsInOrder(), "flask-stacks-group-order")
     config.addinivalue_line("markers", "stacks(*names): the stacks a module's tests apply to")
     config.addinivalue_line("markers", "xdist_group(name): one xdist worker runs the group")
     chosen = config.getoption("--stack")
@@ -78,11 +115,8 @@ def work_group(item: pytest.Item) -> str | None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """`--stack`: keep the unit tests and that stack's checks. Every test gets the xdist group
-    of the project it needs (before xdist reads the groups). pytest then groups each stack's
-    tests, keeping this order within the group."""
+    of the project it needs (before xdist reads the groups; GroupsInOrder sorts by them)."""
     chosen = config.getoption("--stack")
-    # the failure scenarios last: they kill and recreate on purpose, the others see a clean stack
-    items.sort(key=lambda item: item.module.__name__ == "test_failures")
     kept, dropped = [], []
     for item in items:
         if chosen and item.path.parent.name != "unit" and stack_of(item) != chosen:
