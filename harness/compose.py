@@ -40,6 +40,44 @@ def images_env() -> dict[str, str]:
     return env
 
 
+def nginx_in_front(stack: str) -> bool:
+    """Whether nginx answers the stack's clients, read from its files (no container needed): an
+    `nginx` service in its compose.yaml, or one image built from a Dockerfile stage that installs
+    nginx's config (single-container)."""
+    compose = (ROOT / "stacks" / stack / "compose.yaml").read_text()
+    if re.search(r"^  nginx:", compose, flags=re.MULTILINE):
+        return True
+    target = re.search(r"^\s+target:\s*(\S+)", compose, flags=re.MULTILINE)
+    if not target:
+        return False
+    dockerfile = (ROOT / "shared/docker/Dockerfile").read_text()
+    stage = re.search(
+        rf"^FROM \S+ AS {re.escape(target[1])}$(.*?)(?=^FROM |\Z)",
+        dockerfile,
+        flags=re.MULTILINE | re.DOTALL,
+    )
+    return bool(stage and "/etc/nginx/" in stage[1])
+
+
+def app_server_of(stack: str) -> str:
+    """The stack's app server, from the config file it ships: "uwsgi", "gunicorn" or "flask"."""
+    folder = ROOT / "stacks" / stack
+    if (folder / "uwsgi.ini").exists():
+        return "uwsgi"
+    if (folder / "gunicorn.conf.py").exists():
+        return "gunicorn"
+    return "flask"
+
+
+NGINX_STACKS = [name for name in STACKS if nginx_in_front(name)]
+# nginx and the app server in separate services (each can be stopped, killed, recreated alone)
+SPLIT_STACKS = [
+    name
+    for name in NGINX_STACKS
+    if re.search(r"^  nginx:", (ROOT / "stacks" / name / "compose.yaml").read_text(), re.M)
+]
+
+
 def publish_var(stack: str) -> str:
     """The env var that sets a stack's published address, e.g. NGINX_UWSGI_SOCKET_PUBLISH."""
     return stack.upper().replace("-", "_") + "_PUBLISH"
@@ -76,11 +114,10 @@ class Stack:
         assert len(services) == 1, f"{self.name}: no nginx service and several services {services}"
         return services[0]
 
-    @functools.cached_property
+    @property
     def behind_nginx(self) -> bool:
         """Whether nginx answers clients (in its own service, or inside the single container)."""
-        probe = self.compose("exec", "-T", self.front, "sh", "-c", "command -v nginx", check=False)
-        return probe.returncode == 0
+        return nginx_in_front(self.name)
 
     def app_services(self) -> list[str]:
         """The app-server services (app, or app1 and app2 in the pair)."""
@@ -144,6 +181,25 @@ class Stack:
             ["docker", "inspect", container], capture_output=True, text=True, check=True
         )
         return json.loads(out.stdout)[0]
+
+    def wait_refused(self, service: str, timeout: float = 30) -> dict:
+        """Wait until the service's (new) container has refused to start: exited with an error,
+        or been restarted by its restart policy after exiting. Returns `docker inspect`; fails
+        if it is still running its first start after `timeout` s (e.g. an entrypoint that
+        logged the problem and carried on)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            info = self.inspect(service)
+            state = info["State"]
+            exited = state["Status"] in ("exited", "restarting") and state["ExitCode"] != 0
+            if exited or info["RestartCount"] > 0:
+                return info
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{self.name}/{service}: still {state['Status']} after {timeout} s, "
+                    f"health {state.get('Health', {}).get('Status')}: it did not refuse to start"
+                )
+            time.sleep(0.3)
 
     def wait_for_log(self, service: str, needle: str, timeout: float = 5.0) -> str:
         """The first log line of `service` with `needle` (nginx flushes its log every second)."""

@@ -36,6 +36,40 @@ print(json.dumps(out))
 """
 
 
+# Connections the given processes hold, accepted on a listening socket of the container: TCP
+# ESTABLISHED on a port something listens on, or unix stream sockets connected on a listening
+# socket's path. Each is a request inside a worker (nginx opens one connection per request).
+HELD_CONNECTIONS = """
+import json, os, sys
+pids = json.loads(sys.argv[1])
+def rows(name):
+    try:
+        return [line.split() for line in open(f"/proc/net/{name}").read().splitlines()[1:]]
+    except OSError:
+        return []
+tcp = rows("tcp") + rows("tcp6")
+ports = {r[1].rsplit(":", 1)[1] for r in tcp if r[3] == "0A"}
+held = {r[9] for r in tcp if r[3] == "01" and r[1].rsplit(":", 1)[1] in ports}
+unix = [r for r in rows("unix") if len(r) > 7]
+paths = {r[7] for r in unix if r[5] == "01"}
+held |= {r[6] for r in unix if r[5] == "03" and r[7] in paths}
+count = 0
+for pid in pids:
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        continue
+    for fd in fds:
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if link.startswith("socket:[") and link[8:-1] in held:
+            count += 1
+print(count)
+"""
+
+
 @dataclass
 class AppServer:
     program: str  # "uwsgi" or "gunicorn"
@@ -45,12 +79,26 @@ class AppServer:
     @property
     def slots_per_worker(self) -> int:
         """Requests one worker serves at once: uWSGI's threads, gevent's worker_connections."""
-        config, setting = {
-            "uwsgi": ("shared/uwsgi/base.ini", "threads"),
-            "gunicorn": ("stacks/nginx-gunicorn-gevent/gunicorn.conf.py", "worker_connections"),
-        }[self.program]
-        text = (ROOT / config).read_text()
-        return int(re.search(rf"^{setting} = (\d+)", text, flags=re.MULTILINE)[1])
+        return setting(self.program, {"uwsgi": "threads", "gunicorn": "worker_connections"})
+
+
+CONFIGS = {
+    "uwsgi": "shared/uwsgi/base.ini",
+    "gunicorn": "stacks/nginx-gunicorn-gevent/gunicorn.conf.py",
+}
+DEFAULTS = {"threads": 1}  # uWSGI's own, where base.ini leaves it
+
+
+def setting(program: str, name: str | dict[str, str]) -> int:
+    """A whole-number setting of an app server's shipped config (`name = N`), so that a test's
+    bound follows the config instead of restating it; `name` may map program -> name."""
+    name = name[program] if isinstance(name, dict) else name
+    text = (ROOT / CONFIGS[program]).read_text()
+    found = re.search(rf"^{name} = (\d+)", text, flags=re.MULTILINE)
+    if found:
+        return int(found[1])
+    assert name in DEFAULTS, f"{CONFIGS[program]} sets no {name}"
+    return DEFAULTS[name]
 
 
 def processes(stack: Stack, service: str) -> list[dict]:
@@ -88,6 +136,15 @@ def _app_server(stack: Stack, service: str) -> AppServer:
     workers = [p for p in procs if p["ppid"] == master["pid"] and program(p)]
     assert workers, f"{stack.name}/{service}: no workers under {master}: {procs}"
     return AppServer(program(master), master, workers)
+
+
+def in_flight(stack: Stack, services: list[str]) -> int:
+    """Requests inside the app servers' workers now: the connections their workers hold."""
+    total = 0
+    for service in services:
+        pids = [w["pid"] for w in app_server(stack, service).workers]
+        total += int(stack.exec(service, "python", "-c", HELD_CONNECTIONS, json.dumps(pids)))
+    return total
 
 
 def kill_worker(stack: Stack, service: str) -> dict:

@@ -68,6 +68,8 @@ class GroupsInOrder:
                 self.rank(item),
                 first_seen[work_group(item)],
                 MODULE_ORDER.get(item.module.__name__, 1),
+                item.module.__name__,
+                item.location[1],  # as written: pytest regroups tests whose stacks marks differ
             )
         )
 
@@ -154,6 +156,8 @@ def images(docker, tmp_path_factory) -> list[str]:
         return build_images()
 
 
+# the app's /fault/* routes (a stuck or leaking worker, for test_failures.py): tests only
+TEST_ENV = {"FAULT_ROUTES": "1"}
 FRESH: set[str] = set()  # projects no module has used yet: nothing to restore
 DOWN: set[str] = set()  # projects taken down after their last check
 
@@ -161,7 +165,7 @@ DOWN: set[str] = set()  # projects taken down after their last check
 @pytest.fixture(scope="session")
 def running_stack(request, images) -> Stack:
     """A stack (the parameter), up once for every test that checks it, always taken down."""
-    stack = start_stack(request.param)
+    stack = start_stack(request.param, env=TEST_ENV)
     FRESH.add(stack.project)
     try:
         yield stack
@@ -229,14 +233,34 @@ def pytest_runtest_makereport(item, call):
 
 FIGURES: list[tuple[str, str, str]] = []
 
+# The skips this suite expects (node id -> why). Which stacks a test applies to is decided when
+# tests are collected, from the stacks' files (harness.compose.NGINX_STACKS, app_server_of), so
+# no skip is expected; any skip fails the run: a check that quietly stopped applying is a
+# promise no longer held.
+EXPECTED_SKIPS: dict[str, str] = {}
+UNEXPECTED_SKIPS: list[str] = []
+
 
 def pytest_runtest_logreport(report):
-    """Collect recorded figures (in the controller too: xdist sends user_properties along)."""
+    """Collect recorded figures and unexpected skips (in the controller too: xdist sends the
+    reports, user_properties included)."""
     if report.when == "call":
         FIGURES.extend(tuple(value) for key, value in report.user_properties if key == "figure")
+    if report.skipped and report.nodeid not in EXPECTED_SKIPS:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        UNEXPECTED_SKIPS.append(f"{report.nodeid}: {reason}")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if UNEXPECTED_SKIPS and not hasattr(session.config, "workerinput") and exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
+    if UNEXPECTED_SKIPS:
+        terminalreporter.section("unexpected skips (the run fails: see EXPECTED_SKIPS)")
+        for line in UNEXPECTED_SKIPS:
+            terminalreporter.write_line(line)
     if FIGURES:
         terminalreporter.section("failure behaviour (figures asserted by the tests)")
         terminalreporter.write_line("| scenario | stack | figure |")

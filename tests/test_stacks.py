@@ -31,7 +31,7 @@ def identity(stack: Stack) -> tuple[str, str | None]:
     for marker, server, upstream in IDENTITY:
         if marker in stack.name:
             return server, upstream
-    pytest.skip(f"{stack.name}: its name matches no entry of IDENTITY in {__file__}")
+    pytest.fail(f"{stack.name}: its name matches no entry of IDENTITY in {__file__}: add one")
 
 
 def get(base_url: str, path: str, **kwargs) -> requests.Response:
@@ -78,8 +78,18 @@ def test_nginx_config_is_what_the_name_says(stack):
     assert "server_tokens off;" in config
 
 
-def test_debug_mode_only_in_flask_dev(stack):
+# the app servers' start, in every log of theirs: a check that a line is absent reads a real log
+SERVER_STARTED = re.compile(r"spawned uWSGI worker|Booting worker with pid|Running on http")
+
+
+def app_logs(stack: Stack) -> str:
     logs = stack.logs(*stack.app_services())
+    assert SERVER_STARTED.search(logs), f"{stack.name}: no server start in the app's log: {logs!r}"
+    return logs
+
+
+def test_debug_mode_only_in_flask_dev(stack):
+    logs = app_logs(stack)
     if stack.name == "flask-dev":
         assert "DEVELOPMENT ONLY" in logs and "This is a development server" in logs
     else:
@@ -129,7 +139,7 @@ def test_static_file_served(stack, base_url):
             f"{stack.name}: nginx passed a static file upstream: {line}"
         )
         if stack.front not in stack.app_services():  # else nginx logs into the app's log too
-            assert marker not in stack.logs(*stack.app_services()), f"{stack.name}: the app saw it"
+            assert marker not in app_logs(stack), f"{stack.name}: the app saw it"
     else:
         assert response.headers.get("Cache-Control") == "no-cache"
 

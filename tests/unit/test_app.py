@@ -11,6 +11,7 @@ from flask_stacks import create_app
 def client(monkeypatch):
     monkeypatch.setenv("PROXY_COUNT", "1")
     monkeypatch.delenv("MAX_BODY_BYTES", raising=False)
+    monkeypatch.delenv("FAULT_ROUTES", raising=False)
     return create_app().test_client()
 
 
@@ -153,3 +154,40 @@ def test_unhandled_error_is_json_500_without_traceback(client):
     assert response.json["status"] == 500
     assert "secret internals" not in response.text
     assert "Traceback" not in response.text
+
+
+def test_fault_routes_are_off_by_default(client):
+    assert client.get("/fault/hang?seconds=0.01").status_code == 404
+    assert client.get("/fault/grow?mib=1").status_code == 404
+
+
+@pytest.fixture
+def faulty(monkeypatch):
+    monkeypatch.setenv("FAULT_ROUTES", "1")
+    return create_app().test_client()
+
+
+def test_fault_hang_waits_and_names_its_worker(faulty):
+    for query in ("seconds=0.05", "seconds=0.05&cooperative=1"):
+        response = faulty.get("/fault/hang?" + query)
+        assert response.status_code == 200, query
+        assert response.json["hung"] == 0.05 and response.json["pid"] > 0
+
+
+def test_fault_grow_keeps_the_memory(faulty):
+    first = faulty.get("/fault/grow?mib=1").json
+    second = faulty.get("/fault/grow?mib=2").json
+    assert second["kept_mib"] - first["kept_mib"] == 2
+
+
+@pytest.mark.parametrize("path", ["/fault/hang?seconds=121", "/fault/grow?mib=0", "/fault/grow"])
+def test_fault_routes_reject_bad_numbers(faulty, path):
+    response = faulty.get(path)
+    assert response.status_code == 400 and "must be a number" in response.json["detail"]
+
+
+@pytest.mark.parametrize("value", ["2", "yes", "-1"])
+def test_bad_fault_routes_setting_stops_the_start(monkeypatch, value):
+    monkeypatch.setenv("FAULT_ROUTES", value)
+    with pytest.raises(RuntimeError, match=r"FAULT_ROUTES must be a whole number from 0 to 1"):
+        create_app()

@@ -8,6 +8,7 @@ import hashlib
 import math
 import os
 import socket
+import sys
 import time
 
 from flask import Flask, request
@@ -15,19 +16,47 @@ from werkzeug.exceptions import BadRequest, HTTPException, InternalServerError
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 MAX_SLOW_SECONDS = 30.0
+MAX_HANG_SECONDS = 120.0
+MAX_GROW_MIB = 1024
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024  # same limit as nginx's client_max_body_size 10m
 
 
-def _env_int(name: str, default: int, minimum: int) -> int:
+def _env_int(name: str, default: int, minimum: int, maximum: int | None = None) -> int:
     """Read a whole-number setting, failing at start with a message that says what to fix."""
     raw = os.environ.get(name, str(default))
     try:
         value = int(raw)
     except ValueError:
         value = minimum - 1
-    if value < minimum:
-        raise RuntimeError(f"{name} must be a whole number >= {minimum}, got {raw!r}")
+    if value < minimum or (maximum is not None and value > maximum):
+        allowed = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+        raise RuntimeError(f"{name} must be a whole number {allowed}, got {raw!r}")
     return value
+
+
+def _number(name: str, low: float, high: float) -> float:
+    """A query parameter in (low, high], or 400 with what is allowed."""
+    raw = request.args.get(name, "")
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not low < value <= high:  # also rejects nan and inf
+        raise BadRequest(f"parameter {name!r} must be a number in ({low:g}, {high:g}], got {raw!r}")
+    return value
+
+
+def _blocking_sleep(seconds: float) -> None:
+    """Sleep without yielding: under gevent, the unpatched time.sleep (the whole worker waits)."""
+    if "gevent" in sys.modules:
+        from gevent import monkey
+
+        monkey.get_original("time", "sleep")(seconds)
+    else:
+        time.sleep(seconds)
+
+
+_GROWN: list[bytes] = []  # what /fault/grow keeps alive in this worker
 
 
 def create_app() -> Flask:
@@ -36,6 +65,8 @@ def create_app() -> Flask:
     PROXY_COUNT     proxies in front of the app whose X-Forwarded-* headers are trusted
                     (1 behind nginx, 0 when clients connect directly)
     MAX_BODY_BYTES  largest accepted request body (413 above it)
+    FAULT_ROUTES    1: also serve /fault/hang and /fault/grow, which the failure tests use to
+                    make a worker stuck or leaking; never in production (default 0)
     """
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = _env_int("MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, 1)
@@ -81,17 +112,30 @@ def create_app() -> Flask:
 
     @app.get("/slow")
     def slow():
-        raw = request.args.get("seconds", "")
-        try:
-            seconds = float(raw)
-        except ValueError:
-            seconds = math.nan
-        if not 0 < seconds <= MAX_SLOW_SECONDS:  # also rejects nan and inf
-            raise BadRequest(
-                f"parameter 'seconds' must be a number in (0, {MAX_SLOW_SECONDS:g}], got {raw!r}"
-            )
+        seconds = _number("seconds", 0, MAX_SLOW_SECONDS)
         time.sleep(seconds)  # cooperative under gevent: its worker patches time.sleep
         return {"slept": seconds}
+
+    if _env_int("FAULT_ROUTES", 0, 0, 1):
+
+        @app.get("/fault/hang")
+        def hang():
+            """A stuck request: `seconds` past every timeout; `cooperative=1` waits the way
+            gevent can switch away from, otherwise the worker itself is blocked."""
+            seconds = _number("seconds", 0, MAX_HANG_SECONDS)
+            if request.args.get("cooperative") == "1":
+                time.sleep(seconds)
+            else:
+                _blocking_sleep(seconds)
+            return {"hung": seconds, "pid": os.getpid()}
+
+        @app.get("/fault/grow")
+        def grow():
+            """A leak: this worker keeps `mib` MiB more, written so that it is resident."""
+            mib = _number("mib", 0, MAX_GROW_MIB)
+            _GROWN.append(b"\x01" * int(mib * 1024 * 1024))
+            kept = sum(map(len, _GROWN)) / 1024 / 1024
+            return {"kept_mib": kept, "pid": os.getpid(), "hostname": socket.gethostname()}
 
     @app.post("/echo")
     def echo():
