@@ -311,15 +311,17 @@ def start_stack(
     overlays: tuple[Path, ...] = (),
     env: dict[str, str] | None = None,
     build: bool = True,
+    prefix: str = "fs-test",
 ) -> Stack:
     """`docker compose up --build --wait` under a unique project name (images are rebuilt only
     when their inputs changed; `build=False` after `build_images`, e.g. to start several
     stacks at once). `overlays`: compose files on top of the stack's; `env`: variables for
-    compose. Raises StackError, with the logs, after taking down what started."""
+    compose; `prefix`: the project name's start (`fs-bench` for make bench). Raises
+    StackError, with the logs, after taking down what started."""
     stack = Stack(
         name=name,
         compose_file=compose_file or ROOT / "stacks" / name / "compose.yaml",
-        project=f"fs-test-{name.replace('.', '-')}-{uuid.uuid4().hex[:6]}",
+        project=f"{prefix}-{name.replace('.', '-')}-{uuid.uuid4().hex[:6]}",
         env={**os.environ, **images_env(), **ephemeral_ports(), **(env or {})},
         overlays=overlays,
     )

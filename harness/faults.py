@@ -36,9 +36,12 @@ print(json.dumps(out))
 """
 
 
-# Connections the given processes hold, accepted on a listening socket of the container: TCP
-# ESTABLISHED on a port something listens on, or unix stream sockets connected on a listening
-# socket's path. Each is a request inside a worker (nginx opens one connection per request).
+# Connections the given processes hold that were accepted on a listening socket of the
+# container: TCP ESTABLISHED on a port something listens on, unix sockets connected on a
+# listening socket's path, and sockets listed in none of the container's tables (a unix socket
+# accepted from another container, e.g. nginx through the shared socket file, belongs to the
+# connecting side's network namespace). Each is a request inside a worker: nginx opens one
+# connection per request.
 HELD_CONNECTIONS = """
 import json, os, sys
 pids = json.loads(sys.argv[1])
@@ -53,6 +56,9 @@ held = {r[9] for r in tcp if r[3] == "01" and r[1].rsplit(":", 1)[1] in ports}
 unix = [r for r in rows("unix") if len(r) > 7]
 paths = {r[7] for r in unix if r[5] == "01"}
 held |= {r[6] for r in unix if r[5] == "03" and r[7] in paths}
+known = {r[9] for r in tcp} | {r[6] for r in rows("unix") if len(r) > 6}
+for name, column in (("udp", 9), ("udp6", 9), ("raw", 9), ("raw6", 9), ("netlink", 9)):
+    known |= {r[column] for r in rows(name) if len(r) > column}
 count = 0
 for pid in pids:
     try:
@@ -64,7 +70,8 @@ for pid in pids:
             link = os.readlink(f"/proc/{pid}/fd/{fd}")
         except OSError:
             continue
-        if link.startswith("socket:[") and link[8:-1] in held:
+        inode = link[8:-1]
+        if link.startswith("socket:[") and (inode in held or inode not in known):
             count += 1
 print(count)
 """

@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.compose import (
+    NGINX_STACKS,
     ROOT,
-    STACKS,
     Stack,
     StackError,
     build_images,
@@ -350,6 +350,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=int(os.environ.get("REPEAT", "3")))
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "bench/results")))
     parser.add_argument(
+        "--allow-dirty",
+        action="store_true",
+        default=os.environ.get("ALLOW_DIRTY", "") not in ("", "0"),
+        help="measure a tree with uncommitted changes (the report says so); by default refused",
+    )
+    parser.add_argument(
         "--smoke",
         action="store_true",
         help="1 s runs, 16 connections, once: checks the harness, measures nothing",
@@ -357,7 +363,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.smoke:
         args.duration, args.connections, args.repeat = 1, "16", 1
-    nginx_stacks = [s for s in STACKS if s != "flask-dev"]
+    nginx_stacks = NGINX_STACKS
     args.names = [s for s in args.stacks.split(",") if s] or nginx_stacks
     unknown = sorted(set(args.names) - set(nginx_stacks))
     if unknown:
@@ -373,6 +379,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def tree_state(describe: str, allow_dirty: bool) -> str:
+    """The commit a report names (`git describe --dirty`): a dirty tree is refused, since its
+    figures would belong to no commit, unless `allow_dirty`, and then the report says so."""
+    if not describe.endswith("-dirty"):
+        return describe
+    if not allow_dirty:
+        raise SystemExit(
+            f"bench: the tree has uncommitted changes ({describe}): commit them, so the results "
+            "name the commit they measure, or pass --allow-dirty (make bench ALLOW_DIRTY=1)"
+        )
+    return f"{describe} (uncommitted changes: run with --allow-dirty)"
+
+
 def start_targets(targets: dict[str, tuple], running: dict[str, Target]) -> None:
     """Bring every target up into `running` (label -> Target), all at once once the images are
     built (most of a start is waiting on healthchecks); a target that cannot come up ends the
@@ -382,7 +401,7 @@ def start_targets(targets: dict[str, tuple], running: dict[str, Target]) -> None
 
     def start(label: str) -> None:
         name, compose_file, baseline, front = targets[label]
-        stack = start_stack(name, compose_file, build=False)
+        stack = start_stack(name, compose_file, build=False, prefix="fs-bench")
         started[label] = Target(label, stack, "", baseline, {})  # known: taken down at the end
         url = stack.published()[front] if front else stack.base_url()
         started[label] = Target(label, stack, url, baseline, container_ids(stack))
@@ -467,6 +486,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if not shutil.which("wrk"):
         raise SystemExit("bench: wrk is missing: run `make setup` (Debian: apt-get install wrk)")
+    machine = machine_info()
+    machine["git"] = tree_state(machine["git"], args.allow_dirty)
     targets, workloads = plan(args.names, args.connection_counts)
     # every stack's and baseline's published address on a port the OS picks
     os.environ.update(ephemeral_ports("bench/*/compose.yaml"))
@@ -484,7 +505,7 @@ def main(argv: list[str] | None = None) -> int:
     data = {
         "command": command_line(args),
         "started": started.strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": machine_info(),
+        "machine": machine,
         "duration": args.duration,
         "repeat": args.repeat,
         "method": __doc__,

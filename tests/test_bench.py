@@ -11,7 +11,16 @@ from harness.compose import ROOT
 def test_bench_smoke_run_writes_a_report_without_errors(images, tmp_path):
     stacks = "nginx-uwsgi-socket,nginx-gunicorn-gevent"  # one of each server family
     result = subprocess.run(
-        [sys.executable, "scripts/bench.py", "--smoke", "--stacks", stacks, "--out", str(tmp_path)],
+        [
+            sys.executable,
+            "scripts/bench.py",
+            "--smoke",
+            "--allow-dirty",
+            "--stacks",
+            stacks,
+            "--out",
+            str(tmp_path),
+        ],  # fmt: skip
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -36,7 +45,8 @@ def test_bench_smoke_run_writes_a_report_without_errors(images, tmp_path):
             assert run["requests"] > 0 and run["rps"] > 0, (w["name"], label, run)
             assert run["non2xx"] == 0, (w["name"], label, run)
             assert all(cpu >= 0 for cpu in run["cpu_us"].values()), run
-            assert "docker-proxy" in run["cpu_us"]
+            if run["requests"] >= 1000:  # the proxy's CPU is read in 10 ms ticks
+                assert run["cpu_us"].get("docker-proxy", 0) > 0, (w["name"], label, run)
     nginx_cpu = data["workloads"][0]["runs"]["nginx-uwsgi-socket"][0]["cpu_us"]
     assert nginx_cpu["app"] > 0 and nginx_cpu["nginx"] > 0, nginx_cpu  # cgroups were read
     assert data["in_process"][0]["rps_per_core"] > 0
@@ -58,4 +68,4 @@ def test_bench_smoke_run_writes_a_report_without_errors(images, tmp_path):
         text=True,
         check=True,
     ).stdout.split()
-    assert not [p for p in left if p.startswith("fs-test-bench")], left
+    assert not [p for p in left if p.startswith("fs-bench-")], left

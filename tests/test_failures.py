@@ -457,6 +457,7 @@ def test_memory_over_20k_requests_stays_flat(stack, base_url, record):
     service = stack.app_services()[0]
     fetch_many(base_url + "/", 200, concurrency=4)  # every worker has served
     wrk(base_url + "/", connections=16, duration=1)
+    workers = worker_pids(stack)
     before = memory_mib(stack, service)
     served = 0
     while served < 20_000:
@@ -470,3 +471,5 @@ def test_memory_over_20k_requests_stays_flat(stack, base_url, record):
         f"sent {served} / app server PSS {before:.1f} -> {after:.1f} MiB",
     )
     assert after - before < 8, f"{service} grew {after - before:.1f} MiB over {served} requests"
+    # and a healthy worker is never recycled (reload-on-rss is far above its size)
+    assert worker_pids(stack) == workers, f"{stack.name}: workers replaced under steady load"

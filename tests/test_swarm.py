@@ -209,7 +209,7 @@ def test_scaling_up_and_down_fails_no_request(deployed, record):
     url = f"{deployed.url}/whoami"
     before = deployed.settled_hostnames()
     with Stream(url, clients=4, limit=240) as stream:
-        time.sleep(1)
+        stream.wait_for_successes(20, after=0, timeout=10)
         docker("service", "scale", "--detach=false", f"{deployed.service('app')}=5", timeout=180)
         scaled = time.monotonic()
         new = deployed.app_hostnames() - before
@@ -219,14 +219,26 @@ def test_scaling_up_and_down_fails_no_request(deployed, record):
         reached = time.monotonic() - scaled
         docker("service", "scale", "--detach=false", f"{deployed.service('app')}=2", timeout=180)
         deployed.wait_converged(2, 60, "scaled down to 2")
-        time.sleep(4)  # past UPSTREAM_RECHECK_SECONDS: nginx dropped the removed tasks
+        converged = time.monotonic()
+        remaining = deployed.app_hostnames()
+
+        def dropped() -> bool:  # the last second's requests all went to the remaining tasks
+            window = stream.since(time.monotonic() - 1)
+            return len(window) >= 100 and all(
+                isinstance(r.body, dict) and r.body.get("hostname") in remaining for r in window
+            )
+
+        # nginx reloads without the removed tasks within UPSTREAM_RECHECK_SECONDS (2)
+        wait_for(dropped, 10, "nginx sends nothing to the removed tasks")
         settled = time.monotonic()
-        time.sleep(3)
+        wait_for(lambda: time.monotonic() > settled + 3, 4, "3 s more of the stream")
     results = stream.stop()
-    figure = f"{summary(results)}; new tasks served after {reached:.1f} s"
+    figure = (
+        f"{summary(results)}; new tasks served after {reached:.1f} s; removed ones dropped "
+        f"{settled - converged:.1f} s after scaling down"
+    )
     record(SWARM, "scale 3 -> 5 -> 2", figure)
     assert failed(results) == [], figure
-    remaining = deployed.app_hostnames()
     served_after = {r.body["hostname"] for r in stream.since(settled) if isinstance(r.body, dict)}
     assert served_after == remaining, f"served by {served_after}, running {remaining}"
 
@@ -236,7 +248,7 @@ def test_killed_task_fails_no_request_and_is_replaced(deployed, record):
     slot, killed = next(iter(deployed.slots().items()))
     victim = next(c for c in deployed.app_containers() if c.startswith(f"{slot}."))
     with Stream(f"{deployed.url}/whoami", clients=4, limit=120) as stream:
-        time.sleep(1)
+        stream.wait_for_successes(20, after=0, timeout=10)
         docker("kill", victim)
         fault = time.monotonic()
 
@@ -265,7 +277,7 @@ def test_rolling_update_fails_no_request(deployed, record):
     before = deployed.settled_hostnames()
     try:
         with Stream(f"{deployed.url}/whoami", clients=4, limit=240) as stream:
-            time.sleep(1)
+            stream.wait_for_successes(20, after=0, timeout=10)
             docker("service", "update", "--detach=false", "--image", updated, service, timeout=240)
             deployed.wait_converged(len(before), 60, "update completed")
             time.sleep(1)

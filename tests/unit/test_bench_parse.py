@@ -73,3 +73,10 @@ def test_output_that_is_not_a_wrk_report_is_an_error_not_zeros():
 def test_bad_options_say_what_to_fix(argv, message):
     with pytest.raises(SystemExit, match=message):
         bench.main(argv)
+
+
+def test_a_dirty_tree_is_refused_unless_allowed():
+    assert bench.tree_state("0db7609", allow_dirty=False) == "0db7609"
+    with pytest.raises(SystemExit, match=r"uncommitted changes \(0db7609-dirty\).*--allow-dirty"):
+        bench.tree_state("0db7609-dirty", allow_dirty=False)
+    assert "uncommitted" in bench.tree_state("0db7609-dirty", allow_dirty=True)
