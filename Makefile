@@ -99,7 +99,7 @@ swarm-up: ## load-balanced-pair on Docker Swarm: REPLICAS=3, REGISTRY=host:port 
 swarm-down: ## remove it (and the single-node swarm, if swarm-up created it)
 	@STACK=$(or $(STACK),load-balanced-pair) $(VENV)/python scripts/swarm.py down
 
-bench: ## measure every stack side by side (STACKS=a,b DURATION=5 CONNECTIONS=64,256 REPEAT=3) into bench/results/
+bench: ## measure every stack side by side (STACKS=a,b DURATION=5 CONNECTIONS=64,256 REPEAT=3) into bench/results/; a committed tree only, unless ALLOW_DIRTY=1
 	@scripts/setup.sh all
 	$(VENV)/python scripts/bench.py
 

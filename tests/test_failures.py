@@ -286,7 +286,8 @@ def test_blocked_gevent_worker_is_killed_at_its_timeout(stack, base_url, record)
         f"stream {summary(results)}",
     )
     assert result.status == 502, f"{stack.name}: blocking request -> {result}"
-    assert timeout <= result.seconds < READ_TIMEOUT, result.seconds
+    # Gunicorn measures from the worker's last heartbeat, up to a second before the request
+    assert timeout - 1 <= result.seconds < READ_TIMEOUT, result.seconds
     assert timeout - 1 <= seen < timeout + 5, f"killed after {seen:.1f} s ({timeout = })"
     # requests the blocked worker had accepted just before it blocked wait with it (one per
     # stream client at most)

@@ -40,6 +40,7 @@ def test_sustained_load_does_not_run_nginx_out_of_ports(stack, base_url, record)
     # 60 s. Without tcp_tw_reuse (compose.yaml) the ~28k ports ran out well inside 30k requests:
     # throughput fell to a sixth, then requests timed out.
     assert stack.exec("nginx", "cat", "/proc/sys/net/ipv4/tcp_tw_reuse").strip() == "1"
+    since = time.time()
     runs = []
     while sum(r["requests"] for r in runs) < 30_000 and len(runs) < 10:
         runs.append(wrk(base_url + "/", connections=64, duration=3))
@@ -52,7 +53,12 @@ def test_sustained_load_does_not_run_nginx_out_of_ports(stack, base_url, record)
     )
     assert served >= 30_000, f"only {served} requests in 30 s: {rates}"
     assert all(r["non2xx"] == r["errors"] == 0 for r in runs), runs
-    assert min(rates) > 0.5 * max(rates), f"throughput collapsed: {rates}"
+    # a sixth is what running out of ports looked like; the other xdist worker's load alone
+    # has halved a run here, so the bound sits between the two
+    assert min(rates) > 0.25 * max(rates), f"throughput collapsed: {rates}"
+    logs = stack.logs("nginx", since=since)
+    assert '"GET / HTTP/1.1" 200' in logs, "the run is not in nginx's log read"
+    assert "Cannot assign requested address" not in logs, "nginx ran out of local ports"
 
 
 def test_no_per_request_app_log(stack, base_url):
