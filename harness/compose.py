@@ -40,13 +40,19 @@ def images_env() -> dict[str, str]:
     return env
 
 
+def nginx_service(stack: str) -> bool:
+    """Whether the stack runs nginx as a service of its own (apart from the app server)."""
+    compose = (ROOT / "stacks" / stack / "compose.yaml").read_text()
+    return bool(re.search(r"^  nginx:", compose, flags=re.MULTILINE))
+
+
 def nginx_in_front(stack: str) -> bool:
     """Whether nginx answers the stack's clients, read from its files (no container needed): an
     `nginx` service in its compose.yaml, or one image built from a Dockerfile stage that installs
     nginx's config (single-container)."""
-    compose = (ROOT / "stacks" / stack / "compose.yaml").read_text()
-    if re.search(r"^  nginx:", compose, flags=re.MULTILINE):
+    if nginx_service(stack):
         return True
+    compose = (ROOT / "stacks" / stack / "compose.yaml").read_text()
     target = re.search(r"^\s+target:\s*(\S+)", compose, flags=re.MULTILINE)
     if not target:
         return False
@@ -71,11 +77,7 @@ def app_server_of(stack: str) -> str:
 
 NGINX_STACKS = [name for name in STACKS if nginx_in_front(name)]
 # nginx and the app server in separate services (each can be stopped, killed, recreated alone)
-SPLIT_STACKS = [
-    name
-    for name in NGINX_STACKS
-    if re.search(r"^  nginx:", (ROOT / "stacks" / name / "compose.yaml").read_text(), re.M)
-]
+SPLIT_STACKS = [name for name in NGINX_STACKS if nginx_service(name)]
 
 
 def publish_var(stack: str) -> str:
