@@ -122,8 +122,9 @@ class Stack:
         return nginx_in_front(self.name)
 
     def app_services(self) -> list[str]:
-        """The app-server services (app, or app1 and app2 in the pair)."""
-        return [name for name in self.services() if "nginx" not in name]
+        """The app-server services (app, or app1 and app2 in the pair), sorted: compose lists
+        services in an order that varies between runs, and tests pick the first."""
+        return sorted(name for name in self.services() if "nginx" not in name)
 
     def compose(
         self, *args: str, check: bool = True, timeout: float = 120, env: dict | None = None

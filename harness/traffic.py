@@ -162,6 +162,17 @@ def wait_for(condition, timeout: float, what: str) -> None:
         time.sleep(0.2)
 
 
+def wait_served_by_all(url: str, hostnames: set[str], timeout: float = 15) -> None:
+    """Wait until GETs of `url` (a /whoami) are answered by every one of `hostnames`: each
+    server is in the proxy's rotation (a server that failed a connect is out for a while)."""
+    wait_for(
+        lambda: {r.body["hostname"] for r in fetch_many(url, 3 * len(hostnames))
+                 if isinstance(r.body, dict)} == hostnames,
+        timeout,
+        f"every server ({', '.join(sorted(hostnames))}) in the proxy's rotation",
+    )  # fmt: skip
+
+
 def outage(results: list[Result], fault: float) -> float:
     """Seconds from the fault to the end of the last failed request (0: nothing failed)."""
     failed = [r.at + r.seconds for r in results if r.status != 200]

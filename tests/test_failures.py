@@ -23,7 +23,16 @@ import pytest
 
 from harness.compose import NGINX_STACKS, ROOT, SPLIT_STACKS, Stack, app_server_of
 from harness.faults import app_server, kill_master, kill_worker, memory_mib, setting
-from harness.traffic import Background, Stream, fetch, fetch_many, outage, summary, wait_for
+from harness.traffic import (
+    Background,
+    Stream,
+    fetch,
+    fetch_many,
+    outage,
+    summary,
+    wait_for,
+    wait_served_by_all,
+)
 from harness.wrk import wrk
 
 CLIENTS = 4  # concurrent clients of the steady stream
@@ -193,12 +202,21 @@ def test_backend_recreated_on_a_new_address_nginx_follows(stack, base_url, recor
 def test_pair_member_killed_whole_nothing_fails(stack, base_url, record):
     """A pair member's container SIGKILLed (a crashed host, not a stop): nginx's retry on the
     other server hides it."""
+    survivor = stack.exec("app1", "hostname").strip()
+    # the starting point: nginx sends to both (an earlier scenario may have taken one out)
+    try:
+        wait_served_by_all(base_url + "/whoami", {survivor, stack.exec("app2", "hostname").strip()})
+    except AssertionError as error:  # say what nginx's watcher sees against what runs
+        seen = stack.exec("nginx", "getent", "ahosts", "app", check=False)
+        running = {s: stack.inspect(s)["NetworkSettings"]["Networks"] for s in ("app1", "app2")}
+        raise AssertionError(
+            f"{error}\n`app` resolves to:\n{seen}\ncontainers: {running}"
+        ) from None
     try:
         with Stream(base_url + "/whoami", clients=CLIENTS, limit=30, timeout=5) as stream:
             stream.wait_for_successes(50, after=0, timeout=10)
             fault = time.monotonic()
             stack.compose("kill", "--signal", "SIGKILL", "app2", timeout=60)
-            survivor = stack.exec("app1", "hostname").strip()
             wait_for(lambda: stream.served_by(survivor, after=fault), 10, "app1 serves")
             watch_after_recovery(stack, stream, time.monotonic())
         results = stream.stop()

@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 from harness.compose import ROOT
-from harness.traffic import Stream, fetch_many, summary, wait_for
+from harness.traffic import Stream, fetch_many, summary, wait_for, wait_served_by_all
 
 pytestmark = pytest.mark.stacks("load-balanced-pair")
 
@@ -31,13 +31,7 @@ def both_in_rotation(stack, base_url) -> dict[str, str]:
     """Wait until nginx sends requests to both servers (a connect that timed out under an
     earlier module's load takes a server out for fail_timeout, 5 s, by design)."""
     names = hostnames(stack)
-    wait_for(
-        lambda: (
-            {r.body["hostname"] for r in fetch_many(base_url + "/whoami", 6)} == set(names.values())
-        ),
-        15,
-        "both backends in nginx's rotation",
-    )
+    wait_served_by_all(base_url + "/whoami", set(names.values()))
     return names
 
 
