@@ -271,6 +271,16 @@ class Stack:
         return changed
 
 
+def leave_swarm() -> None:
+    """Leave this node's swarm and remove the bridge `swarm init` made (`leave` keeps it).
+    Careful: on Docker 20.10 leaving a swarm also drops the embedded DNS records of the
+    containers of every compose project running on this engine (a shared alias such as the
+    pair's `app` then resolves to nothing, and later to the recreated containers only), so
+    leave only when no other project runs, or recreate them after."""
+    subprocess.run(["docker", "swarm", "leave", "--force"], capture_output=True, check=False)
+    subprocess.run(["docker", "network", "rm", "docker_gwbridge"], capture_output=True, check=False)
+
+
 def docker_available() -> str | None:
     """None if a Docker engine and Compose v2 answer, else what is missing and how to fix it."""
     try:

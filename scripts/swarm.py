@@ -31,7 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-from harness.compose import ROOT, images_env
+from harness.compose import ROOT, images_env, leave_swarm
 
 STACK_DIR = ROOT / "stacks" / os.environ.get("STACK", "load-balanced-pair")
 FILES = ["-f", str(STACK_DIR / "compose.yaml"), "-f", str(STACK_DIR / "compose.swarm.yaml")]
@@ -236,10 +236,11 @@ def down(args) -> None:
     (STATE / f"{args.name}.json").unlink(missing_ok=True)
     mark = STATE / "created-swarm"
     if mark.exists() and not services_anywhere():
-        run("docker", "swarm", "leave", "--force")
-        run("docker", "network", "rm", "docker_gwbridge", check=False)  # init made, leave kept
+        leave_swarm()
         mark.unlink()
         print("swarm: left the single-node swarm that `make swarm-up` created")
+        print("       (Docker 20.10 forgets other compose projects' DNS names on leaving: if one")
+        print("       runs on this engine, `make up` it again; docs/swarm.md)")
 
 
 def services_anywhere() -> bool:

@@ -23,6 +23,7 @@ from harness.compose import (
     StackError,
     build_images,
     docker_available,
+    leave_swarm,
     start_stack,
     stop_stack,
 )
@@ -251,8 +252,36 @@ def pytest_runtest_logreport(report):
         UNEXPECTED_SKIPS.append(f"{report.nodeid}: {reason}")
 
 
+SWARM_CREATED = pytest.StashKey[bool]()
+
+
+@pytest.fixture(scope="session")
+def leave_swarm_at_end(request):
+    """`leave_swarm_at_end()`: this run made a swarm; it is left once the whole run is done,
+    every worker's stacks down (leaving drops the DNS records of running stacks)."""
+
+    def mark() -> None:
+        request.config.stash[SWARM_CREATED] = True
+        if hasattr(request.config, "workeroutput"):  # an xdist worker: tell the controller
+            request.config.workeroutput["swarm_created"] = True
+
+    return mark
+
+
+def pytest_testnodedown(node, error):
+    """xdist: a worker finished; remember whether it made a swarm."""
+    if getattr(node, "workeroutput", {}).get("swarm_created"):
+        node.config.stash[SWARM_CREATED] = True
+
+
 def pytest_sessionfinish(session, exitstatus):
-    if UNEXPECTED_SKIPS and not hasattr(session.config, "workerinput") and exitstatus == 0:
+    """In the controller, once every worker is done: leave a swarm the run made, and fail on
+    unexpected skips."""
+    if hasattr(session.config, "workerinput"):
+        return
+    if session.config.stash.get(SWARM_CREATED, False):
+        leave_swarm()
+    if UNEXPECTED_SKIPS and exitstatus == 0:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 

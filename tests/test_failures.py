@@ -215,15 +215,18 @@ def test_pair_member_killed_whole_nothing_fails(stack, base_url, record):
     try:
         with Stream(base_url + "/whoami", clients=CLIENTS, limit=30, timeout=5) as stream:
             stream.wait_for_successes(50, after=0, timeout=10)
-            fault = time.monotonic()
+            fault, since = time.monotonic(), time.time()
             stack.compose("kill", "--signal", "SIGKILL", "app2", timeout=60)
             wait_for(lambda: stream.served_by(survivor, after=fault), 10, "app1 serves")
             watch_after_recovery(stack, stream, time.monotonic())
         results = stream.stop()
+        errors = [line for line in stack.logs("nginx", since=since).splitlines() if "[" in line]
     finally:
         stack.up(timeout=120)  # app2 back, healthy, for the tests that follow
     record(stack, "one backend's container SIGKILLed", figure(results, fault))
-    assert not failed(results), f"{stack.name}: {summary(results)}"
+    assert not failed(results), f"{stack.name}: {summary(results)}; nginx said:\n" + "\n".join(
+        errors[-30:]
+    )
     assert len(stream.since(fault)) >= WATCH * RATE / 2
 
 

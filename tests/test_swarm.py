@@ -139,8 +139,10 @@ class Deployment:
 
 
 @pytest.fixture(scope="module")
-def swarm(images) -> None:
-    """A swarm this node manages: the one it is in, or a single-node one made here and left."""
+def swarm(images, leave_swarm_at_end) -> None:
+    """A swarm this node manages: the one it is in, or a single-node one made here and left
+    when the whole run ends, not when this module does: leaving wipes the DNS records of the
+    stacks other workers still run (harness.compose.leave_swarm)."""
     state = subprocess.run(
         ["docker", "info", "--format", "{{.Swarm.LocalNodeState}}"],
         capture_output=True,
@@ -156,13 +158,8 @@ def swarm(images) -> None:
         )
     elif state != "active":
         pytest.fail(f"this node's Swarm state is {state!r}: fix it or `docker swarm leave`")
-    try:
-        yield
-    finally:
-        if created:
-            subprocess.run(["docker", "swarm", "leave", "--force"], capture_output=True)
-            # `swarm init` made this bridge for the tasks' egress; `leave` keeps it
-            subprocess.run(["docker", "network", "rm", "docker_gwbridge"], capture_output=True)
+    if created:
+        leave_swarm_at_end()
 
 
 @pytest.fixture(scope="module")
