@@ -53,12 +53,12 @@ def rows(name):
 tcp = rows("tcp") + rows("tcp6")
 ports = {r[1].rsplit(":", 1)[1] for r in tcp if r[3] == "0A"}
 held = {r[9] for r in tcp if r[3] == "01" and r[1].rsplit(":", 1)[1] in ports}
-unix = [r for r in rows("unix") if len(r) > 7]
-paths = {r[7] for r in unix if r[5] == "01"}
-held |= {r[6] for r in unix if r[5] == "03" and r[7] in paths}
-known = {r[9] for r in tcp} | {r[6] for r in rows("unix") if len(r) > 6}
-for name, column in (("udp", 9), ("udp6", 9), ("raw", 9), ("raw6", 9), ("netlink", 9)):
-    known |= {r[column] for r in rows(name) if len(r) > column}
+unix = [r for r in rows("unix") if len(r) > 6]  # Num RefCount Protocol Flags Type St Inode [Path]
+paths = {r[7] for r in unix if len(r) > 7 and r[5] == "01"}
+held |= {r[6] for r in unix if len(r) > 7 and r[5] == "03" and r[7] in paths}
+known = {r[9] for r in tcp} | {r[6] for r in unix}
+for name in ("udp", "udp6", "raw", "raw6", "netlink"):  # their inode is the 10th column too
+    known |= {r[9] for r in rows(name) if len(r) > 9}
 count = 0
 for pid in pids:
     try:
