@@ -7,6 +7,11 @@ STACK  ?=
 TLS    ?=
 ACME   ?=
 PYTEST_ARGS ?=
+# Your app instead of the demo app (README.md, "Your app"): APP=path/to/project APP_MODULE=...
+# (and APP_STATIC, HEALTH_PATH, APP_DATA, APP_RELEASE_CMD, SECRETS_AS_ENV); make passes
+# command-line variables on to scripts/app.py, which checks them.
+APP    ?=
+CMD    ?=
 
 VENV   := .venv/bin
 # base images chosen by setup (official, or local stand-ins where no registry answers)
@@ -14,14 +19,18 @@ WITH_IMAGES = set -a && . ./.images.env && set +a &&
 # HTTPS overlays (docs/https.md): TLS=1 adds the stack's TLS overlay, ACME=1 certbot on top
 TLS_OVERLAY = $(firstword $(wildcard stacks/$(STACK)/compose.tls.yaml) shared/compose/tls.yaml)
 OVERLAYS = $(if $(TLS)$(ACME),-f $(TLS_OVERLAY)) $(if $(ACME),-f shared/compose/acme.yaml)
-COMPOSE = $(WITH_IMAGES) docker compose -f stacks/$(STACK)/compose.yaml $(OVERLAYS)
+# the app's compose variables (image, build context, project name...), checked first: exit 2
+# with what to fix
+WITH_APP = app_env=$$(python3 scripts/app.py env $(STACK)) || exit 2; eval "$$app_env" &&
+COMPOSE = $(WITH_IMAGES) $(WITH_APP) docker compose -f stacks/$(STACK)/compose.yaml $(OVERLAYS)
 # `docker compose ps` format: "<service> http://127.0.0.1:<port>/" per published port
 PUBLISHED = '{{.Service}}{{range .Publishers}}{{if .PublishedPort}} {{if eq .TargetPort 8443}}https{{else}}http{{end}}://{{.URL}}:{{.PublishedPort}}/{{end}}{{end}}'
 
 .DEFAULT_GOAL := help
 FAMILIES := $(patsubst docker-compose.%.yml,%,$(wildcard docker-compose.*.yml))
 
-.PHONY: help setup offline-images certs up down logs ps lint bench test test-unit check-stack \
+.PHONY: help setup offline-images certs secrets up down purge run logs ps lint bench test test-unit \
+        check-stack \
         swarm-up swarm-down \
         $(addprefix up-,$(FAMILIES)) $(addprefix down-,$(FAMILIES))
 
@@ -64,14 +73,26 @@ endif
 certs/fullchain.pem:
 	@scripts/certs.sh certs
 
-up: check-stack ## build and start STACK (TLS=1: HTTPS, ACME=1: Let's Encrypt), wait until healthy
+secrets: ## make the app's secret_key in secrets/ if missing (never overwritten; git ignores it)
+	@python3 scripts/app.py secrets
+
+up: check-stack secrets ## build and start STACK (APP=: your app; TLS=1: HTTPS; ACME=1: Let's Encrypt), wait until healthy
 	@scripts/setup.sh docker
-	@$(COMPOSE) up --build --detach --wait --wait-timeout 180
+	@$(COMPOSE) up --build --detach --wait --wait-timeout 180 \
+	  || { $(WITH_IMAGES) python3 scripts/app.py diagnose $(STACK) $(OVERLAYS); exit 1; }
 	@$(COMPOSE) ps --format $(PUBLISHED) \
 	  | awk 'NF > 1 { s = $$1; $$1 = ""; print "$(STACK) is up:" $$0 " (" s ")" }'
 
-down: check-stack ## stop STACK and remove its containers, network and volumes (ACME=1 keeps them)
-	@$(COMPOSE) down $(if $(ACME),,--volumes) --remove-orphans
+down: check-stack ## stop STACK, remove its containers and network; its volumes (the app's data) stay
+	@$(COMPOSE) down --remove-orphans
+
+purge: check-stack ## stop STACK and DELETE its volumes: the app's data, certificates, sockets
+	@$(COMPOSE) down --volumes --remove-orphans
+
+run: check-stack secrets ## run CMD='...' once in a fresh app container of STACK (its image, data, secrets, network)
+	@if [ -z "$$CMD" ]; then echo "CMD is empty: e.g. make run STACK=$(STACK) CMD='flask --app pkg init-db'" >&2; exit 2; fi
+	@scripts/setup.sh docker
+	@$(COMPOSE) run --rm --build --no-deps release sh -c "$$CMD"
 
 logs: check-stack ## follow STACK's logs
 	@$(COMPOSE) logs --follow --tail 100
@@ -79,14 +100,14 @@ logs: check-stack ## follow STACK's logs
 ps: check-stack ## show STACK's containers and their health
 	@$(COMPOSE) ps
 
-$(addprefix up-,$(FAMILIES)): up-%: # bring a server family's stacks up at once
+$(addprefix up-,$(FAMILIES)): up-%: secrets # bring a server family's stacks up at once (the demo app)
 	@scripts/setup.sh docker
 	@$(WITH_IMAGES) docker compose -f docker-compose.$*.yml up --build --detach --wait --wait-timeout 180
 	@$(WITH_IMAGES) docker compose -f docker-compose.$*.yml ps --format $(PUBLISHED) \
 	  | awk 'NF > 1 { print $$1 ": " $$2 }'
 
-$(addprefix down-,$(FAMILIES)): down-%: # stop a server family, remove its containers and volumes
-	@docker compose -f docker-compose.$*.yml down --volumes --remove-orphans
+$(addprefix down-,$(FAMILIES)): down-%: # stop a server family, remove its containers (volumes stay)
+	@docker compose -f docker-compose.$*.yml down --remove-orphans
 
 lint: ## check every config: ruff, hadolint, shellcheck, compose config, nginx -t, gixy
 	@scripts/setup.sh all

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import requests
 
+from harness import apps
+
 ROOT = Path(__file__).resolve().parent.parent
 STACKS = sorted(p.parent.name for p in ROOT.glob("stacks/*/compose.yaml"))
 FAMILIES = sorted(p.name for p in ROOT.glob("docker-compose.*.yml"))
@@ -40,6 +42,14 @@ def images_env() -> dict[str, str]:
     return env
 
 
+def app_env(settings: dict[str, str] | None = None) -> dict[str, str]:
+    """The compose variables of the app the settings name (APP, APP_MODULE... default the
+    environment's; none: the demo app), its secret_key made if missing (harness.apps)."""
+    app = apps.from_settings({**os.environ, **(settings or {})})
+    apps.ensure_secret_key(app.secrets_dir)
+    return app.compose_env()
+
+
 def nginx_service(stack: str) -> bool:
     """Whether the stack runs nginx as a service of its own (apart from the app server)."""
     compose = (ROOT / "stacks" / stack / "compose.yaml").read_text()
@@ -48,21 +58,16 @@ def nginx_service(stack: str) -> bool:
 
 def nginx_in_front(stack: str) -> bool:
     """Whether nginx answers the stack's clients, read from its files (no container needed): an
-    `nginx` service in its compose.yaml, or one image built from a Dockerfile stage that installs
-    nginx's config (single-container)."""
+    `nginx` service in its compose.yaml, or an image built from a Dockerfile of its own that
+    installs nginx's config (single-container)."""
     if nginx_service(stack):
         return True
     compose = (ROOT / "stacks" / stack / "compose.yaml").read_text()
-    target = re.search(r"^\s+target:\s*(\S+)", compose, flags=re.MULTILINE)
-    if not target:
+    dockerfile = re.search(r"^\s+dockerfile:\s*(\S+)", compose, flags=re.MULTILINE)
+    if not dockerfile:
         return False
-    dockerfile = (ROOT / "shared/docker/Dockerfile").read_text()
-    stage = re.search(
-        rf"^FROM \S+ AS {re.escape(target[1])}$(.*?)(?=^FROM |\Z)",
-        dockerfile,
-        flags=re.MULTILINE | re.DOTALL,
-    )
-    return bool(stage and "/etc/nginx/" in stage[1])
+    recipe = ROOT / dockerfile[1]  # relative to the context, the repository root
+    return recipe.is_file() and "/etc/nginx/" in recipe.read_text()
 
 
 def app_server_of(stack: str) -> str:
@@ -146,8 +151,9 @@ class Stack:
         return tuple(self.compose("config", "--services").stdout.split())
 
     def services(self) -> list[str]:
-        """The project's services, as its compose files define them."""
-        return list(self._services)
+        """The project's long-running services, as its compose files define them: all but the
+        one-shot `release` step (which has exited by design once the stack is up)."""
+        return [name for name in self._services if name != "release"]
 
     def recreate(self, service: str, env: dict[str, str], wait: bool = True):
         """Recreate one service with extra variables (e.g. an allow-list), its deps untouched;
@@ -302,19 +308,24 @@ def build_images(names: list[str] | None = None) -> list[str]:
     shared by most stacks): Docker's cache makes it instant when no input changed. Run before
     stacks start side by side, so that they do not build the same image at the same time.
     Returns the images built; raises StackError with the build's output."""
-    env = {**os.environ, **images_env(), **ephemeral_ports()}
+    env = {**os.environ, **images_env(), **ephemeral_ports(), **app_env()}
     built: list[str] = []
     for name in names or STACKS:
         stack = Stack(name, ROOT / "stacks" / name / "compose.yaml", f"fs-build-{name}", env)
         config = json.loads(stack.compose("config", "--format", "json").stdout)
-        for service, spec in config["services"].items():
-            image = spec.get("image", f"{name}-{service}")
-            if "build" not in spec or image in built:
-                continue
-            result = stack.compose("build", service, check=False, timeout=UP_TIMEOUT)
-            if result.returncode:
-                raise StackError(f"{name}: building {image} failed:\n{result.stderr[-5000:]}")
-            built.append(image)
+        images = {
+            spec.get("image", f"{name}-{service}")
+            for service, spec in config["services"].items()
+            if "build" in spec
+        }
+        if images <= set(built):
+            continue
+        # all of the stack's images at once: compose builds them in dependency order (the
+        # single-container image is built on the app image that its `release` service builds)
+        result = stack.compose("build", check=False, timeout=UP_TIMEOUT)
+        if result.returncode:
+            raise StackError(f"{name}: building {sorted(images)} failed:\n{result.stderr[-5000:]}")
+        built.extend(sorted(images - set(built)))
     return built
 
 
@@ -335,7 +346,7 @@ def start_stack(
         name=name,
         compose_file=compose_file or ROOT / "stacks" / name / "compose.yaml",
         project=f"{prefix}-{name.replace('.', '-')}-{uuid.uuid4().hex[:6]}",
-        env={**os.environ, **images_env(), **ephemeral_ports(), **(env or {})},
+        env={**os.environ, **images_env(), **ephemeral_ports(), **app_env(env), **(env or {})},
         overlays=overlays,
     )
     try:
@@ -347,7 +358,7 @@ def start_stack(
 
 
 def stop_stack(stack: Stack) -> None:
-    """`docker compose down` with the project's volumes and orphans."""
+    """`docker compose down` with the project's volumes (the app's data too) and orphans."""
     stack.compose(
         "down", "--volumes", "--remove-orphans", "--timeout", "40", check=False, timeout=120
     )

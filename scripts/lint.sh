@@ -25,8 +25,8 @@ nginx_check() {
   local compose=(docker compose -f "stacks/$stack/compose.yaml" -p "$project")
   [ "$service" = nginx ] && compose+=(-f shared/compose/lint-nginx.yaml)
   [ -n "$overlay" ] && compose+=(-f "$overlay")
-  # --build: single-container bakes the nginx files into its image; a stale one would be checked
-  "${compose[@]}" run --build --rm --no-deps -T "$service" nginx -T >"$dump.raw" 2>"$dump.err"
+  # single-container bakes the nginx files into its image (has_nginx built it just before)
+  "${compose[@]}" run --rm --no-deps -T "$service" nginx -T >"$dump.raw" 2>"$dump.err"
   local rc=$?
   "${compose[@]}" down --volumes --remove-orphans >/dev/null 2>&1
   if [ $rc -ne 0 ]; then
@@ -42,6 +42,8 @@ nginx_check() {
 }
 
 has_nginx() {  # has_nginx <compose file> <service>: is nginx installed in that service's image?
+  # every image of the stack, in dependency order (single-container's is built on the app image)
+  docker compose -f "$1" -p "lint-probe-$$" build --quiet || return 1
   docker compose -f "$1" -p "lint-probe-$$" run --rm --no-deps -T --entrypoint sh "$2" \
     -c 'command -v nginx' >/dev/null 2>&1
   local rc=$?
@@ -51,10 +53,12 @@ has_nginx() {  # has_nginx <compose file> <service>: is nginx installed in that 
 
 check "ruff check" $VENV/ruff check .
 check "ruff format" $VENV/ruff format --check .
-check "hadolint" $VENV/hadolint shared/docker/Dockerfile shared/docker/standins/*/Dockerfile
+check "hadolint" $VENV/hadolint shared/docker/Dockerfile shared/docker/single-container.Dockerfile \
+  shared/docker/standins/*/Dockerfile
 mapfile -t scripts < <(git ls-files '*.sh' .ci/run)
 check "shellcheck" shellcheck "${scripts[@]}"
 
+python3 scripts/app.py secrets >/dev/null   # the stacks' compose files need secrets/secret_key
 set -a
 # shellcheck source=/dev/null  # written by scripts/setup.sh
 [ -f .images.env ] && . ./.images.env
@@ -79,7 +83,8 @@ for file in stacks/*/compose.yaml; do
   stack=$(basename "$(dirname "$file")")
   tls_overlay=shared/compose/tls.yaml
   [ -f "stacks/$stack/compose.tls.yaml" ] && tls_overlay=stacks/$stack/compose.tls.yaml
-  mapfile -t services < <(docker compose -f "$file" config --services)
+  # the long-running services (the one-shot `release` step serves nothing)
+  mapfile -t services < <(docker compose -f "$file" config --services | grep -vx release)
   if printf '%s\n' "${services[@]}" | grep -qx nginx; then
     check "nginx -t + gixy: $stack" nginx_check "$stack" nginx
     check "nginx -t + gixy: $stack, TLS" nginx_check "$stack" nginx "$tls_overlay"

@@ -123,6 +123,14 @@ def to_stack_file(rendered: dict, stack: str) -> tuple[dict, set[str]]:
             deploy.pop(key)
     if configs:
         out["configs"] = configs
+    # only the secrets a service uses (a build secret, e.g. extra_ca, has no place here)
+    used = {
+        s if isinstance(s, str) else s["source"]
+        for v in out["services"].values()
+        for s in v.get("secrets", [])
+    }
+    if out.get("secrets"):
+        out["secrets"] = {k: v for k, v in out["secrets"].items() if k in used}
     return out, dropped
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Container healthcheck: GET /healthz from the app server itself, exit 0 only on 200.
+"""Container healthcheck: GET $HEALTH_PATH (default /healthz) from the app server itself,
+exit 0 only on a 2xx answer (a redirect is not healthy: it is not followed).
 
-    healthcheck http://127.0.0.1:8000/healthz     an HTTP server (Gunicorn, flask run)
+    healthcheck http://127.0.0.1:8000             an HTTP server (Gunicorn, flask run, nginx)
     healthcheck uwsgi:///run/uwsgi/uwsgi.sock     uWSGI's binary protocol on a unix socket
     healthcheck uwsgi://127.0.0.1:3031            uWSGI's binary protocol over TCP
 
@@ -10,14 +11,25 @@ same request nginx's uwsgi_pass sends (https://uwsgi-docs.readthedocs.io/en/late
 Standard library only: it runs with the image's Python, no extra package.
 """
 
+import os
 import socket
 import struct
 import sys
+import urllib.error
 import urllib.request
 from urllib.parse import urlsplit
 
 TIMEOUT = 3.0
-PATH = "/healthz"
+PATH = os.environ.get("HEALTH_PATH") or "/healthz"
+
+
+def healthy(status_line: str) -> int:
+    """0 for a 2xx status line, else 1, saying which path answered what."""
+    status = status_line.split(" ")[1:2]
+    if status and status[0].startswith("2"):
+        return 0
+    print(f"unhealthy: HEALTH_PATH={PATH} answered {status_line!r}, not 2xx", file=sys.stderr)
+    return 1
 
 
 def uwsgi_packet(variables: dict[str, str]) -> bytes:
@@ -56,18 +68,33 @@ def check_uwsgi(url) -> int:
         )
         status_line = sock.makefile("rb").readline().decode("latin-1").strip()
     print(status_line)
-    return 0 if status_line.split(" ")[1:2] == ["200"] else 1
+    return healthy(status_line)
 
 
-def check_http(url: str) -> int:
-    with urllib.request.urlopen(url, timeout=TIMEOUT) as response:  # noqa: S310 - our own URL
-        print(response.status, response.read(200).decode(errors="replace").strip())
-        return 0 if response.status == 200 else 1
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None  # a 3xx is the answer: urllib raises it as an HTTPError
+
+
+def check_http(base: str) -> int:
+    url = base.rstrip("/") + PATH
+    opener = urllib.request.build_opener(NoRedirect)
+    try:
+        with opener.open(url, timeout=TIMEOUT) as response:
+            print(response.status, response.read(200).decode(errors="replace").strip())
+            return healthy(f"HTTP/1.1 {response.status} {response.reason}")
+    except urllib.error.HTTPError as error:  # 3xx, 4xx, 5xx
+        return healthy(f"HTTP/1.1 {error.code} {error.reason}")
 
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
         print(__doc__, file=sys.stderr)
+        return 2
+    if not PATH.startswith("/"):
+        print(
+            f"HEALTH_PATH={PATH!r} must be a path starting with /, e.g. /healthz", file=sys.stderr
+        )
         return 2
     url = urlsplit(argv[1])
     try:

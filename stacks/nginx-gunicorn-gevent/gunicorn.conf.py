@@ -6,7 +6,7 @@ Every setting: https://docs.gunicorn.org/en/stable/settings.html
 import multiprocessing
 import os
 
-wsgi_app = "wsgi:application"
+wsgi_app = os.environ["APP_MODULE"]  # "module:variable" or "module:factory()", set in the image
 
 # Server socket
 bind = "0.0.0.0:8000"  # the compose network only: compose publishes nginx, not this port

@@ -1,0 +1,217 @@
+"""Which app a stack serves: the demo app (shared/app) or yours (`make up APP=path ...`).
+
+Reads the settings (APP, APP_MODULE, APP_STATIC, HEALTH_PATH, APP_DATA, APP_RELEASE_CMD),
+refuses bad ones with what to fix, and turns them into the variables the compose files read
+(shared/compose/services.yaml). One place for `make`, `make export`, the tests and the bench.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_APP = ROOT / "shared/app"
+DOCKERFILE = ROOT / "shared/docker/Dockerfile"
+SECRETS = ROOT / "secrets"
+
+# "module:variable" or "module:factory()" (literal arguments allowed), as Gunicorn's loader reads
+MODULE_FORM = re.compile(r"[A-Za-z_][\w.]*(:[A-Za-z_]\w*(\(.*\))?)?")
+PROJECT_FILES = ("requirements.txt", "pyproject.toml", "setup.py")
+
+# name -> (default for the demo app, default for yours, what it is)
+SETTINGS = {
+    "APP": (
+        "shared/app",
+        "",
+        "your Flask project's folder (with requirements.txt or pyproject.toml)",
+    ),
+    "APP_MODULE": (
+        "wsgi:application",
+        "",
+        "the WSGI app in that folder: 'module:variable' or 'module:factory()'",
+    ),
+    "APP_STATIC": (
+        "flask_stacks/static",
+        "static",
+        "the app's static folder, inside APP: nginx serves it as /static/",
+    ),
+    "HEALTH_PATH": (
+        "/healthz",
+        "/healthz",
+        "what the healthchecks ask: a cheap route answering 2xx",
+    ),
+    "APP_DATA": (
+        "/app/instance",
+        "/app/instance",
+        "where the app writes (a named volume; /app/instance is Flask's instance folder)",
+    ),
+    "APP_RELEASE_CMD": ("", "", "run once before the app servers on every up (e.g. migrations)"),
+    "SECRETS_AS_ENV": (
+        "secret_key",
+        "secret_key",
+        "secrets also exported as variables (upper case) for apps that read only the environment",
+    ),
+}
+
+
+class AppError(ValueError):
+    """A setting that cannot work; the message says what to fix."""
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "app"
+
+
+@dataclass(frozen=True)
+class App:
+    folder: Path
+    module: str
+    static: str
+    health_path: str
+    data: str
+    release_cmd: str
+    secrets_as_env: str
+
+    @property
+    def is_demo(self) -> bool:
+        return self.folder == DEMO_APP
+
+    @property
+    def name(self) -> str:
+        """Short and unique per folder: its name and a hash of its path (two `app` folders
+        never share an image, a project or a data volume)."""
+        if self.is_demo:
+            return "demo"
+        digest = hashlib.sha256(str(self.folder).encode()).hexdigest()[:8]
+        return f"{slug(self.folder.name)[:40]}-{digest}"
+
+    @property
+    def image(self) -> str:
+        return "flask-stacks/app:latest" if self.is_demo else f"flask-stacks-app/{self.name}:latest"
+
+    @property
+    def single_container_image(self) -> str:
+        if self.is_demo:
+            return "flask-stacks/single-container:latest"
+        return f"flask-stacks-app/{self.name}:single-container"
+
+    @property
+    def secrets_dir(self) -> Path:
+        """secrets/ for the demo app, secrets/<name>/ for yours (git-ignored either way)."""
+        return SECRETS if self.is_demo else SECRETS / self.name
+
+    def project(self, stack: str) -> str:
+        """The compose project: the stack's name, plus the app's for yours (its own volumes)."""
+        return stack if self.is_demo else f"{stack}-{self.name}"
+
+    def compose_env(self) -> dict[str, str]:
+        """The variables shared/compose/services.yaml and the stacks read."""
+        return {
+            "APP_CONTEXT": str(self.folder),
+            "APP_DOCKERFILE": str(DOCKERFILE),
+            "APP_MODULE": self.module,
+            "APP_STATIC": self.static,
+            "HEALTH_PATH": self.health_path,
+            "APP_DATA": self.data,
+            "APP_RELEASE_CMD": self.release_cmd,
+            "SECRETS_AS_ENV": self.secrets_as_env,
+            "APP_IMAGE": self.image,
+            "SINGLE_CONTAINER_IMAGE": self.single_container_image,
+            "SECRETS_DIR": str(self.secrets_dir),
+        }
+
+
+def from_settings(env: Mapping[str, str] | None = None) -> App:
+    """The app the settings name (default: os.environ); AppError says what to fix."""
+    env = os.environ if env is None else env
+    raw = env.get("APP", "").strip()
+    folder = (Path(raw).expanduser() if raw else DEMO_APP).resolve()
+    demo = folder == DEMO_APP
+    column = 0 if demo else 1
+
+    def value(name: str) -> str:
+        """The setting, or its default when unset (empty means none for the two that may be)."""
+        given = env.get(name)
+        if given is None or (
+            not given.strip() and name not in ("SECRETS_AS_ENV", "APP_RELEASE_CMD")
+        ):
+            return SETTINGS[name][column]
+        return given.strip()
+
+    if not folder.is_dir():
+        raise AppError(
+            f"APP={raw!r} is not a directory: point APP at your Flask project's folder, the one "
+            "with its requirements.txt or pyproject.toml"
+        )
+    if not any((folder / name).is_file() for name in PROJECT_FILES):
+        raise AppError(
+            f"APP={raw!r} has no {', '.join(PROJECT_FILES)}: the image installs the app's "
+            "dependencies from one of them; add a requirements.txt that lists them, pinned"
+        )
+    module = value("APP_MODULE")
+    if not module:
+        raise AppError(
+            "APP_MODULE is not set: name your WSGI app in APP, e.g. APP_MODULE=wsgi:app or "
+            "APP_MODULE='mypackage:create_app()'"
+        )
+    if not MODULE_FORM.fullmatch(module):
+        raise AppError(
+            f"APP_MODULE={module!r} is not 'module:variable' or 'module:factory()', e.g. "
+            "wsgi:app or 'mypackage:create_app()'"
+        )
+    static = value("APP_STATIC")
+    static_path = PurePosixPath(static)
+    if static_path.is_absolute() or ".." in static_path.parts:
+        raise AppError(
+            f"APP_STATIC={static!r} must be a folder inside APP, as a relative path "
+            "(e.g. static or mypackage/static)"
+        )
+    if not (folder / static).is_dir():
+        found = sorted(str(p.relative_to(folder)) for p in folder.glob("*/static") if p.is_dir())
+        hint = f" Found: {', '.join(found)}." if found else ""
+        raise AppError(
+            f"APP_STATIC={static!r}: no such folder in {folder}. Set APP_STATIC to the app's "
+            f"static folder, relative to APP.{hint}"
+        )
+    health = value("HEALTH_PATH")
+    if not health.startswith("/"):
+        raise AppError(f"HEALTH_PATH={health!r} must be a path starting with /, e.g. /healthz")
+    data = value("APP_DATA")
+    if not PurePosixPath(data).is_absolute() or data.rstrip("/") in ("", "/app", "/tmp"):  # noqa: S108 - refused
+        raise AppError(
+            f"APP_DATA={data!r} must be an absolute folder of its own in the container, e.g. "
+            "/app/instance (Flask's instance folder) or /data"
+        )
+    secrets_as_env = value("SECRETS_AS_ENV")
+    for name in secrets_as_env.split():
+        if not re.fullmatch(r"[a-z0-9_]+", name):
+            raise AppError(f"SECRETS_AS_ENV: {name!r} is not a secret name (a-z, 0-9, _)")
+    return App(
+        folder=folder,
+        module=module,
+        static=static,
+        health_path=health,
+        data=data,
+        release_cmd=value("APP_RELEASE_CMD"),
+        secrets_as_env=secrets_as_env,
+    )
+
+
+def ensure_secret_key(folder: Path) -> Path:
+    """`folder`/secret_key, made once with 48 random bytes if missing, never overwritten. The
+    folder is the owner's only (0700); the file is 0644 so that the container's user can read
+    it through the bind mount Compose makes of it (no one else can reach it on the host)."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    folder.chmod(0o700)
+    key = folder / "secret_key"
+    if not key.exists():
+        fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_urlsafe(48) + "\n")
+    return key

@@ -1,0 +1,98 @@
+#!/usr/bin/env python3
+"""Your app behind a stack: what `make up/down/run/test/export APP=...` run first.
+
+    scripts/app.py env STACK       the compose variables for the app the settings name, as
+                                   shell `export` lines (make evaluates them); refuses bad
+                                   settings with what to fix (exit 2)
+    scripts/app.py secrets         make the app's secrets/…/secret_key if missing
+    scripts/app.py diagnose STACK [-f overlay ...]
+                                   after a failed `up`: why (the release step's output, each
+                                   unhealthy container's last healthcheck answer)
+
+Settings come from the environment (APP, APP_MODULE, APP_STATIC, HEALTH_PATH, APP_DATA,
+APP_RELEASE_CMD, SECRETS_AS_ENV): README.md, "Your app". The logic: harness/apps.py.
+"""
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from harness import apps  # noqa: E402
+
+
+def diagnose(app: apps.App, stack: str, overlays: list[str]) -> None:
+    """Say why `up` failed, from the containers themselves."""
+    files = ["-f", f"{apps.ROOT}/stacks/{stack}/compose.yaml", *overlays]
+    env = {**os.environ, **app.compose_env(), "COMPOSE_PROJECT_NAME": app.project(stack)}
+
+    def compose(*args: str) -> str:
+        run = subprocess.run(
+            ["docker", "compose", *files, *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        return run.stdout
+
+    rows = [json.loads(line) for line in compose("ps", "--all", "--format", "json").splitlines()]
+    for row in rows:
+        if row["Service"] == "release" and row.get("ExitCode"):
+            print(f"--- the release step failed (exit {row['ExitCode']}):", file=sys.stderr)
+            print(
+                compose("logs", "--no-color", "--no-log-prefix", "--tail", "40", "release"),
+                file=sys.stderr,
+            )
+        elif row.get("Health") not in (None, "", "healthy") or row.get("State") != "running":
+            if row["Service"] == "release":
+                continue
+            info = json.loads(
+                subprocess.run(
+                    ["docker", "inspect", row["ID"]], capture_output=True, text=True, check=False
+                ).stdout
+                or "[{}]"
+            )[0]
+            log = (info.get("State", {}).get("Health") or {}).get("Log") or []
+            answer = log[-1]["Output"].strip() if log else "(no healthcheck answer yet)"
+            print(
+                f"--- {row['Service']}: {row.get('State')} {row.get('Health') or ''}; last "
+                f"healthcheck (HEALTH_PATH={app.health_path}): {answer}",
+                file=sys.stderr,
+            )
+            print(
+                compose("logs", "--no-color", "--no-log-prefix", "--tail", "15", row["Service"]),
+                file=sys.stderr,
+            )
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) < 2 or argv[1] not in ("env", "secrets", "diagnose"):
+        print(__doc__, file=sys.stderr)
+        return 2
+    try:
+        app = apps.from_settings()
+    except apps.AppError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if argv[1] == "secrets":
+        key = apps.ensure_secret_key(app.secrets_dir)
+        print(f"secret: {key.relative_to(apps.ROOT)} (kept if it was there; git ignores secrets/)")
+        return 0
+    if argv[1] == "diagnose":
+        diagnose(app, argv[2], argv[3:])
+        return 0
+    env = app.compose_env()
+    if len(argv) > 2:
+        env["COMPOSE_PROJECT_NAME"] = app.project(argv[2])
+    for key, value in env.items():
+        print(f"export {key}={shlex.quote(value)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

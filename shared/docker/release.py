@@ -1,0 +1,57 @@
+#!/usr/bin/env python3
+"""The release step, run by each stack's `release` service once per `up`, before the app
+servers start (they wait for it: `service_completed_successfully`):
+
+1. APP_RELEASE_CMD, if set (e.g. `flask --app pkg db upgrade`), through `sh -c`, with the app
+   servers' image, data volume and secrets. A failure stops the `up`, with its output.
+2. APP_MODULE is loaded the way every server loads it (Gunicorn's own loader; uWSGI's
+   base.ini and `flask run` read the same variable), so a wrong name stops the `up` here with
+   what to fix, instead of app servers that never turn healthy.
+"""
+
+import os
+import subprocess
+import sys
+import traceback
+
+from gunicorn.errors import AppImportError
+from gunicorn.util import import_app
+
+FORMS = "'module:variable' (e.g. wsgi:app) or 'module:factory()' (e.g. 'myapp:create_app()')"
+
+
+def main() -> int:
+    command = os.environ.get("APP_RELEASE_CMD", "").strip()
+    if command:
+        print(f"release: running APP_RELEASE_CMD: {command}", flush=True)
+        code = subprocess.call(["sh", "-c", command])  # noqa: S603, S607 - the operator's own command
+        if code:
+            print(f"release: APP_RELEASE_CMD failed (exit {code}): {command}", file=sys.stderr)
+            return code
+    module = os.environ.get("APP_MODULE", "")
+    sys.path.insert(0, os.getcwd())  # the app's folder, as the servers see it
+    try:
+        app = import_app(module)
+    except (AppImportError, ImportError) as error:  # no such module, attribute or factory
+        print(
+            f"release: APP_MODULE={module!r} does not load: {error}\n"
+            f"  APP_MODULE names your WSGI app in your APP folder (/app here) as {FORMS}.",
+            file=sys.stderr,
+        )
+        return 3
+    except Exception:  # the app's own code failed while loading: its traceback is the news
+        print(f"release: loading APP_MODULE={module!r} raised:", file=sys.stderr)
+        traceback.print_exc()
+        return 3
+    if not callable(app):
+        print(
+            f"release: APP_MODULE={module!r} is {type(app).__name__}, not a WSGI app",
+            file=sys.stderr,
+        )
+        return 3
+    print(f"release: APP_MODULE={module!r} loads: {type(app).__module__}.{type(app).__name__}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
