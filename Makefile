@@ -29,7 +29,8 @@ PUBLISHED = '{{.Service}}{{range .Publishers}}{{if .PublishedPort}} {{if eq .Tar
 .DEFAULT_GOAL := help
 FAMILIES := $(patsubst docker-compose.%.yml,%,$(wildcard docker-compose.*.yml))
 
-.PHONY: help setup offline-images certs secrets up down purge run logs ps lint bench test test-unit \
+.PHONY: help setup offline-images certs secrets up down purge run export logs ps lint bench test \
+        test-unit \
         check-stack \
         swarm-up swarm-down \
         $(addprefix up-,$(FAMILIES)) $(addprefix down-,$(FAMILIES))
@@ -93,6 +94,12 @@ run: check-stack secrets ## run CMD='...' once in a fresh app container of STACK
 	@if [ -z "$$CMD" ]; then echo "CMD is empty: e.g. make run STACK=$(STACK) CMD='flask --app pkg init-db'" >&2; exit 2; fi
 	@scripts/setup.sh docker
 	@$(COMPOSE) run --rm --build --no-deps release sh -c "$$CMD"
+
+DEST  ?=
+FORCE ?=
+export: check-stack ## write DEST: a folder that runs STACK alone (APP=, TLS=1, ACME=1; FORCE=1 overwrites)
+	@scripts/setup.sh venv
+	@$(VENV)/python scripts/app.py export $(STACK) "$(DEST)" $(if $(TLS),--tls) $(if $(ACME),--acme) $(if $(FORCE),--force)
 
 logs: check-stack ## follow STACK's logs
 	@$(COMPOSE) logs --follow --tail 100

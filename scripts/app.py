@@ -5,6 +5,8 @@
                                    shell `export` lines (make evaluates them); refuses bad
                                    settings with what to fix (exit 2)
     scripts/app.py secrets         make the app's secrets/…/secret_key if missing
+    scripts/app.py export STACK DEST [--tls] [--acme] [--force]
+                                   a folder that runs STACK alone (harness/export.py)
     scripts/app.py diagnose STACK [-f overlay ...]
                                    after a failed `up`: why (the release step's output, each
                                    unhealthy container's last healthcheck answer)
@@ -71,7 +73,7 @@ def diagnose(app: apps.App, stack: str, overlays: list[str]) -> None:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) < 2 or argv[1] not in ("env", "secrets", "diagnose"):
+    if len(argv) < 2 or argv[1] not in ("env", "secrets", "diagnose", "export"):
         print(__doc__, file=sys.stderr)
         return 2
     try:
@@ -82,6 +84,18 @@ def main(argv: list[str]) -> int:
     if argv[1] == "secrets":
         key = apps.ensure_secret_key(app.secrets_dir)
         print(f"secret: {key.relative_to(apps.ROOT)} (kept if it was there; git ignores secrets/)")
+        return 0
+    if argv[1] == "export":
+        from harness import export  # ruamel.yaml: in .venv (make export runs it from there)
+
+        stack, dest = (argv[2:4] + ["", ""])[:2]
+        try:
+            job = export.export(stack, dest, "--tls" in argv, "--acme" in argv, "--force" in argv)
+        except export.ExportError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        print(f"exported {stack} to {job.dest}: cd there, then `docker compose up --build --wait`")
+        print("overlays: " + (", ".join(p.name for p in job.overlays) or "none"))
         return 0
     if argv[1] == "diagnose":
         diagnose(app, argv[2], argv[3:])

@@ -1,7 +1,7 @@
 # stacks/single-container's image: the app image (APP_IMAGE, built from shared/docker/Dockerfile
 # by the stack's `release` service first) plus nginx and tini, and the stack's configs baked
-# in, so that one `docker run` serves it. Build context: the repository root (.dockerignore
-# there sends only what is copied here).
+# in, so that one `docker run` serves it. Build context: the repository root, or the folder
+# `make export` wrote; its ignore file sends only what is copied here.
 ARG APP_IMAGE=flask-stacks/app:latest
 FROM ${APP_IMAGE} AS single-container
 

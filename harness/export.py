@@ -1,0 +1,513 @@
+"""`make export STACK=x DEST=dir [APP=...] [TLS=1] [ACME=1] [FORCE=1]`: a folder that runs a
+stack on its own, with no path back into this repository.
+
+The stack's compose.yaml is flattened: each `extends` (shared/compose/services.yaml) and each
+overlay (TLS, ACME) merged in as Compose merges them (mappings key by key, mounts by their
+target, `!reset`/`!override` honoured), with the files' one-line comments kept (ruamel.yaml's
+round trip). Every file the result mounts or builds from is copied beside it, and every path is
+rewritten to the copy: nginx/, uwsgi/ or gunicorn/, docker/. The app's folder stays where it is
+(the build context is a path relative to DEST); the demo app is copied into app/.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
+
+from harness import apps
+
+ROOT = apps.ROOT
+VARIABLE = re.compile(r"^\$\{(?P<name>[A-Z0-9_]+)(?P<op>:?-)(?P<default>[^}]*)\}(?P<rest>.*)$")
+# keys whose sequences Compose merges entry by entry (a mount by its target, a port as is)
+MERGED_BY = {
+    "volumes": lambda e: mount_target(e),
+    "tmpfs": lambda e: str(e).split(":", 1)[0],
+    "secrets": lambda e: e if isinstance(e, str) else e.get("source"),
+    "ports": lambda e: str(e),
+    "group_add": lambda e: str(e),
+}
+
+
+OTHER_WHYS = {
+    "APP_CONTEXT": "the app's folder, relative to this one: the app image's build context",
+    "APP_DOCKERFILE": "the app image's Dockerfile, relative to APP_CONTEXT",
+    "PYTHON_IMAGE": "the app image's base: an official python image (Debian trixie)",
+    "NGINX_IMAGE": "nginx's image: the official one",
+    "SECRETS_DIR": "the folder of the secret files (git-ignored): secret_key",
+    "FAULT_ROUTES": "1 only under flask-stacks' tests (the demo app's /fault/* routes)",
+}
+PUBLISH_WHY = (
+    "the host address:port nginx is published on: the host's loopback by default; e.g. "
+    "0.0.0.0:80 to serve the network"
+)
+
+
+class ExportError(ValueError):
+    """An export that cannot be made; the message says what to fix."""
+
+
+def split_mount(entry: str) -> list[str]:
+    """A short-syntax mount "source:target[:mode]" split at its colons, not at those inside a
+    ${VAR:-default}."""
+    parts, depth, current = [], 0, ""
+    for char in entry:
+        if char == "{":
+            depth += 1
+        elif char == "}":
+            depth -= 1
+        if char == ":" and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    return [*parts, current]
+
+
+def mount_target(entry) -> str:
+    if isinstance(entry, str):
+        parts = split_mount(entry)
+        return parts[1] if len(parts) > 1 else parts[0]
+    return entry.get("target", "")
+
+
+def tag_of(node) -> str | None:
+    tag = getattr(node, "tag", None)
+    value = getattr(tag, "value", None) if tag is not None else None
+    return value if isinstance(value, str) else None
+
+
+def merge(base, override):
+    """Compose's merge of `override` onto `base` (extends, and files given with -f)."""
+    if tag_of(override) == "!reset":
+        return None
+    if tag_of(override) == "!override":
+        return untag(override)
+    if isinstance(base, CommentedMap) and isinstance(override, CommentedMap):
+        out = CommentedMap()
+        for source in (base, override):
+            for key in source:
+                value = source[key]
+                if key in out and source is override:
+                    merged = merge_key(key, out[key], value)
+                    if merged is None:
+                        del out[key]
+                        continue
+                    out[key] = merged
+                else:
+                    if tag_of(value) == "!reset":
+                        continue
+                    out[key] = untag(value)
+                if key in source.ca.items:
+                    out.ca.items[key] = source.ca.items[key]
+        return out
+    return untag(override)
+
+
+def merge_key(key: str, base, override):
+    if key in MERGED_BY and isinstance(base, list) and isinstance(override, list):
+        if tag_of(override) in ("!reset", "!override"):
+            return merge(base, override)
+        keyed = {MERGED_BY[key](e): i for i, e in enumerate(base)}
+        out = CommentedSeq(base)
+        out.ca.items.update(base.ca.items)
+        for i, entry in enumerate(override):
+            at = keyed.get(MERGED_BY[key](entry))
+            if at is None:
+                out.append(entry)
+                if i in override.ca.items:
+                    out.ca.items[len(out) - 1] = override.ca.items[i]
+            else:
+                out[at] = entry
+                if i in override.ca.items:
+                    out.ca.items[at] = override.ca.items[i]
+        return out
+    return merge(base, override)
+
+
+def untag(node):
+    """The value without Compose's merge tags (a plain mapping, sequence or scalar)."""
+    tag = tag_of(node)
+    if tag not in ("!reset", "!override"):
+        return node
+    if isinstance(node, TaggedScalar):
+        return node.value
+    return CommentedMap(node) if isinstance(node, dict) else CommentedSeq(node)
+
+
+@dataclass
+class Export:
+    stack: str
+    dest: Path
+    app: apps.App
+    overlays: list[Path]
+    yaml: YAML = field(default_factory=lambda: YAML())
+    files: dict[Path, str] = field(default_factory=dict)  # source -> path inside DEST
+    baked: list[str] = field(default_factory=list)  # what single-container.Dockerfile copies
+
+    def __post_init__(self):
+        self.yaml.preserve_quotes = True
+        self.yaml.width = 4096
+        self.yaml.indent(mapping=2, sequence=4, offset=2)
+
+    # ---- where each file goes ----
+    def place(self, source: Path) -> str:
+        """The path inside DEST of a repository file (copied there), or the relative path from
+        DEST to a file of the app's folder (which stays where it is)."""
+        source = source.resolve()
+        if source == ROOT:
+            return "."
+        if source == self.app.folder or self.app.folder in source.parents:
+            if self.app.is_demo:
+                inside = "app/" + str(source.relative_to(self.app.folder))
+                return self.keep(self.app.folder, "app", inside.rstrip("/."))
+            return os.path.relpath(source, self.dest)
+        if source == apps.SECRETS or apps.SECRETS in source.parents:
+            return "secrets/" + source.name if source != apps.SECRETS else "secrets"
+        if source == ROOT / "certs":
+            return "certs"
+        relative = source.relative_to(ROOT)
+        parts = relative.parts
+        if parts[:2] == ("shared", "nginx"):
+            inside = "nginx/" + "/".join(parts[2:])
+        elif parts[:2] == ("shared", "uwsgi"):
+            inside = "uwsgi/" + "/".join(parts[2:])
+        elif parts[:2] in (("shared", "docker"), ("shared", "certbot")):
+            inside = "docker/" + "/".join(parts[2:])
+        elif parts[0] == "stacks" and source.name == "default.conf":
+            inside = "nginx/default.conf"
+        elif parts[0] == "stacks" and source.suffix == ".ini":
+            inside = "uwsgi/" + source.name
+        elif parts[0] == "stacks" and source.name == "gunicorn.conf.py":
+            inside = "gunicorn/gunicorn.conf.py"
+        elif parts[0] == "stacks":
+            inside = "docker/" + source.name
+        else:
+            raise ExportError(f"{relative}: no place for it in an export (harness/export.py)")
+        return self.keep(source, inside, inside)
+
+    def keep(self, source: Path, inside_root: str, inside: str) -> str:
+        self.files[source] = inside_root
+        return inside
+
+    def path_value(self, value: str, folder: Path) -> str:
+        """A path as a compose file writes it (relative to `folder`, maybe behind a
+        ${VAR:-default}), rewritten for DEST."""
+        match = VARIABLE.match(value)
+        if match:
+            default = self.path_value(match["default"], folder) if match["default"] else ""
+            if match["name"] == "APP_CONTEXT":
+                default = self.place(self.app.folder)
+                default = default if default.startswith(".") else "./" + default
+            return f"${{{match['name']}{match['op']}{default}}}{match['rest']}"
+        if not value or value.startswith(("/", "$")):
+            return value
+        rest = ""
+        if "/${" in value:  # e.g. ../app/${APP_STATIC:-static}: the folder part only
+            value, rest = value.split("/${", 1)
+            rest = "/${" + rest
+        placed = self.place((folder / value).resolve())
+        return (placed if placed.startswith(".") else "./" + placed) + rest
+
+    def rewrite_service(self, service: CommentedMap, folder: Path) -> CommentedMap:
+        """Every path of a service, relative to `folder` (its file's), rewritten for DEST."""
+        build = service.get("build")
+        if isinstance(build, CommentedMap):
+            context_raw = str(build.get("context", "."))
+            context = self.path_value(context_raw, folder)
+            if "dockerfile" in build:
+                dockerfile = str(build["dockerfile"])
+                match = VARIABLE.match(dockerfile)
+                plain = match["default"] if match else dockerfile
+                context_dir = self.resolve(context_raw, folder)
+                placed = self.place((context_dir / plain).resolve())
+                context_placed = self.resolve(context, self.dest)
+                relative = os.path.relpath(self.dest / placed, context_placed)
+                build["dockerfile"] = (
+                    f"${{{match['name']}{match['op']}{relative}}}" if match else relative
+                )
+            build["context"] = context
+        for key in ("volumes",):
+            for i, entry in enumerate(service.get(key) or []):
+                if isinstance(entry, str) and ":" in entry:
+                    source, *rest = split_mount(entry)
+                    if source.startswith((".", "/", "$")):
+                        service[key][i] = ":".join([self.path_value(source, folder), *rest])
+        return service
+
+    def resolve(self, value: str, folder: Path) -> Path:
+        match = VARIABLE.match(value)
+        if match:
+            value = match["default"] + match["rest"]
+        return (folder / value).resolve()
+
+    # ---- the compose file ----
+    def load(self, path: Path) -> CommentedMap:
+        with path.open() as handle:
+            return self.yaml.load(handle)
+
+    def service(self, path: Path, name: str) -> CommentedMap:
+        """A service with its `extends` chain merged in, its paths rewritten for DEST."""
+        document = self.load(path)
+        own = copy.deepcopy(document["services"][name])
+        extends = own.pop("extends", None)
+        own = self.rewrite_service(own, path.parent)
+        if not extends:
+            return own
+        if isinstance(extends, str):  # `extends: app`: a service of the same file
+            return merge(self.service(path, extends), own)
+        base_file = (path.parent / extends["file"]).resolve() if "file" in extends else path
+        return merge(self.service(base_file, extends["service"]), own)
+
+    def compose(self) -> CommentedMap:
+        stack_file = ROOT / "stacks" / self.stack / "compose.yaml"
+        document = self.load(stack_file)
+        out = CommentedMap()
+        out["name"] = self.stack if self.app.is_demo else apps.slug(self.app.folder.name)
+        services = CommentedMap()
+        for name in document["services"]:
+            services[name] = self.service(stack_file, name)
+            if name in document["services"].ca.items:
+                services.ca.items[name] = document["services"].ca.items[name]
+        top = {
+            key: document.get(key) for key in ("volumes", "secrets", "networks") if key in document
+        }
+        for overlay in self.overlays:
+            layer = self.load(overlay)
+            for name in layer.get("services") or {}:
+                merged = self.service(overlay, name)
+                services[name] = merge(services[name], merged) if name in services else merged
+            for key in ("volumes", "secrets", "networks"):
+                if layer.get(key):
+                    top[key] = merge(top.get(key) or CommentedMap(), layer[key])
+        out["services"] = services
+        for key, value in top.items():
+            if value is None:
+                continue
+            if key == "secrets":
+                for secret in value.values():
+                    if secret and "file" in secret:
+                        secret["file"] = self.path_value(str(secret["file"]), stack_file.parent)
+            out[key] = value
+        self.set_defaults(out)
+        self.trim_comments(out)
+        return out
+
+    def trim_comments(self, node) -> None:
+        """Keep each key's own comment (its line, and lines right under it, e.g. the why of
+        the next mount); drop what follows a blank line: a header of the next block in the
+        file it came from, which lands elsewhere once merged."""
+        if isinstance(node, (CommentedMap, CommentedSeq)):
+            for item in node.ca.items.values():
+                for token in item:
+                    for one in token if isinstance(token, list) else [token]:
+                        if one is not None and hasattr(one, "value") and "\n\n" in one.value:
+                            one.value = one.value.split("\n\n", 1)[0] + "\n"
+            for value in node.values() if isinstance(node, CommentedMap) else node:
+                self.trim_comments(value)
+
+    def set_defaults(self, node) -> None:
+        """Every ${VAR:-default} of an app setting defaults to this app's value, so that a bare
+        `docker compose up` in DEST serves it (.env can still change each)."""
+        values = self.app.compose_env()
+        values.pop("APP_CONTEXT")
+        values.pop("APP_DOCKERFILE")
+        values.pop("SECRETS_DIR")
+
+        def fix(text: str) -> str:
+            def swap(match: re.Match) -> str:
+                name = match["name"]
+                if name in values:
+                    return f"${{{name}{match['op']}{values[name]}}}"
+                return match[0]
+
+            return re.sub(r"\$\{(?P<name>[A-Z0-9_]+)(?P<op>:?-)(?P<default>[^}]*)\}", swap, text)
+
+        if isinstance(node, dict):
+            for key in node:
+                if isinstance(node[key], str):
+                    node[key] = (
+                        type(node[key])(fix(node[key]))
+                        if not isinstance(node[key], TaggedScalar)
+                        else node[key]
+                    )
+                else:
+                    self.set_defaults(node[key])
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                if isinstance(value, str):
+                    node[i] = type(value)(fix(value))
+                else:
+                    self.set_defaults(value)
+
+    # ---- the folder ----
+    def single_container_dockerfile(self, source: Path) -> str:
+        """single-container.Dockerfile with each COPY source at its place in DEST."""
+        lines = []
+        for line in source.read_text().splitlines():
+            words = line.split()
+            if words[:1] == ["COPY"] and not any(w.startswith("--from") for w in words):
+                sources = [
+                    self.place(ROOT / w) + ("/" if w.endswith("/") else "") for w in words[1:-1]
+                ]
+                self.baked.extend(s.rstrip("/") for s in sources)
+                line = " ".join(["COPY", *sources, words[-1]])
+            lines.append(line)
+        return "\n".join(lines) + "\n"
+
+    def env_example(self, compose_text: str) -> str:
+        """Every ${VAR} of compose.yaml with its default and why (its line's comment)."""
+        whys = {**OTHER_WHYS, **{name: why for name, (_, _, why) in apps.SETTINGS.items()}}
+        seen: dict[str, tuple[str, str]] = {}
+        for line in compose_text.splitlines():
+            comment = line.split(" # ", 1)[1].strip() if " # " in line else ""
+            for match in re.finditer(r"\$\{([A-Z0-9_]+)(:?-)([^}]*)\}", line):
+                seen.setdefault(match[1], (match[3], whys.get(match[1], comment)))
+        out = [
+            "# Settings of this deployment: copy to .env (docker compose reads it) and change what",
+            "# you need; each line shows the default and why it exists.",
+        ]
+        for name in sorted(seen):
+            default, why = seen[name]
+            if name.endswith("_PUBLISH"):
+                why = PUBLISH_WHY
+            out += ["", f"# {why or 'see compose.yaml'}", f"# {name}={default}"]
+        return "\n".join(out) + "\n"
+
+    def readme(self) -> str:
+        included = [p.relative_to(ROOT).as_posix() for p in self.overlays] or ["none"]
+        app = (
+            "the demo app (copied into app/)"
+            if self.app.is_demo
+            else (
+                f"your app at {self.place(self.app.folder)} (relative to this folder; the build "
+                "context: it stays where it is)"
+            )
+        )
+        server = app_server_line(self.stack)
+        return f"""# {self.stack}: exported by flask-stacks
+
+Serves {app} the way the `{self.stack}` stack does, with nothing outside this folder but
+the app. Overlays included: {", ".join(included)}.
+
+    docker compose up --build --wait     build and start, wait until healthy
+    docker compose run --rm release sh -c 'flask --app <module> init-db'   a one-off command
+    docker compose down                  stop; the app's data (volume app-data) stays
+    docker compose down --volumes        stop and DELETE the data
+
+What to edit:
+- `.env` (copy `.env.example`): the app's module, static folder, health path, data folder,
+  release command, published ports. Defaults are this export's.
+- `secrets/secret_key`: made at export with random bytes; replace it with your own if you
+  have one. The folder is git-ignored (`.gitignore`); it reaches the app as
+  /run/secrets/secret_key (and as SECRET_KEY for the names in SECRETS_AS_ENV).
+- {server}
+
+Files:
+- `compose.yaml`: every service, flattened (no `extends`), with its why on each line.
+- `docker/Dockerfile`, `docker/Dockerfile.dockerignore`: the app image (your app's folder is
+  the build context; the ignore file decides what of it is sent).
+- `docker/healthcheck.py`, `docker/release.py`, `docker/secrets-env.sh`: mounted into the app
+  containers: the healthcheck, the release step (runs APP_RELEASE_CMD, then checks that
+  APP_MODULE loads), secrets as variables.
+- `nginx/`: nginx.conf, the server block (default.conf), the snippets and start scripts.
+"""
+
+    def write(self, force: bool) -> list[str]:
+        """Write the folder; returns the files written. Refuses to overwrite without force."""
+        compose = self.compose()
+        header = (
+            f"# {self.stack}, exported by flask-stacks (`make export`): a folder that runs alone.\n"
+            "# Settings: .env.example. Files: README.md.\n"
+        )
+        from io import StringIO
+
+        buffer = StringIO()
+        self.yaml.dump(compose, buffer)
+        compose_text = header + buffer.getvalue()
+        outputs: dict[str, str | Path] = {"compose.yaml": compose_text}
+        outputs[".env.example"] = self.env_example(compose_text)
+        outputs["README.md"] = self.readme()
+        outputs[".gitignore"] = (
+            "# the secrets and the local .env stay on this machine\nsecrets/\n.env\n"
+        )
+        self.place(ROOT / "shared/docker/Dockerfile.dockerignore")  # beside the Dockerfile
+        generated = {
+            source: self.single_container_dockerfile(source)  # records what it copies
+            for source in list(self.files)
+            if source.name == "single-container.Dockerfile"
+        }
+        for source, inside in sorted(self.files.items()):
+            if source.is_dir():
+                for path in sorted(source.rglob("*")):
+                    if path.is_file() and "__pycache__" not in path.parts:
+                        outputs[f"{inside}/{path.relative_to(source)}"] = path
+            elif source in generated:
+                outputs[inside] = generated[source]
+            else:
+                outputs[inside] = source
+        if generated:
+            outputs["docker/single-container.Dockerfile.dockerignore"] = (
+                "# the image's build context is this folder: send only what it copies\n*\n"
+                + "".join(f"!{name}\n" for name in sorted(set(self.baked)))
+            )
+        existing = [name for name in outputs if (self.dest / name).exists()]
+        if existing and not force:
+            raise ExportError(
+                f"DEST={self.dest} already has {', '.join(sorted(existing)[:8])}"
+                f"{' ...' if len(existing) > 8 else ''}: nothing was written. FORCE=1 overwrites "
+                "them (secrets/ is never overwritten)"
+            )
+        for name, content in outputs.items():
+            target = self.dest / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, Path):
+                shutil.copy2(content, target)
+            else:
+                target.write_text(content)
+        apps.ensure_secret_key(self.dest / "secrets")
+        return sorted([*outputs, "secrets/secret_key"])
+
+
+def app_server_line(stack: str) -> str:
+    folder = ROOT / "stacks" / stack
+    if (folder / "uwsgi.ini").exists():
+        return (
+            "`uwsgi/uwsgi.ini` and `uwsgi/base.ini`: uWSGI's settings (workers, limits, timeouts)."
+        )
+    if (folder / "gunicorn.conf.py").exists():
+        return "`gunicorn/gunicorn.conf.py`: Gunicorn's settings (workers, timeouts)."
+    return "`compose.yaml`'s command: the development server (never in production)."
+
+
+def export(stack: str, dest: str, tls: bool, acme: bool, force: bool, env=None) -> Export:
+    """Check the request, then write DEST; ExportError / apps.AppError say what to fix."""
+    app = apps.from_settings(env)
+    if not dest:
+        raise ExportError("DEST is empty: e.g. make export STACK=... DEST=../my-deploy")
+    target = Path(dest).expanduser().resolve()
+    if target == ROOT or ROOT in target.parents:
+        raise ExportError(
+            f"DEST={dest} is inside this repository: export to a folder of your own project, "
+            "e.g. DEST=../myproject/deploy"
+        )
+    if target.exists() and not target.is_dir():
+        raise ExportError(f"DEST={dest} is a file, not a folder")
+    stack_dir = ROOT / "stacks" / stack
+    if not (stack_dir / "compose.yaml").is_file():
+        raise ExportError(f"STACK={stack!r} is not a stack")
+    overlays = []
+    if tls or acme:
+        own = stack_dir / "compose.tls.yaml"
+        overlays.append(own if own.exists() else ROOT / "shared/compose/tls.yaml")
+    if acme:
+        overlays.append(ROOT / "shared/compose/acme.yaml")
+    job = Export(stack=stack, dest=target, app=app, overlays=overlays)
+    job.write(force)
+    return job
