@@ -303,12 +303,18 @@ def docker_available() -> str | None:
     return None
 
 
-def build_images(names: list[str] | None = None) -> list[str]:
+def build_images(names: list[str] | None = None, settings: dict | None = None) -> list[str]:
     """Build every image the stacks (`names`, default all) build, once each (the app image is
     shared by most stacks): Docker's cache makes it instant when no input changed. Run before
     stacks start side by side, so that they do not build the same image at the same time.
     Returns the images built; raises StackError with the build's output."""
-    env = {**os.environ, **images_env(), **ephemeral_ports(), **app_env()}
+    env = {
+        **os.environ,
+        **images_env(),
+        **ephemeral_ports(),
+        **app_env(settings),
+        **(settings or {}),
+    }
     built: list[str] = []
     for name in names or STACKS:
         stack = Stack(name, ROOT / "stacks" / name / "compose.yaml", f"fs-build-{name}", env)
@@ -336,17 +342,26 @@ def start_stack(
     env: dict[str, str] | None = None,
     build: bool = True,
     prefix: str = "fs-test",
+    app_settings: bool = True,
 ) -> Stack:
     """`docker compose up --build --wait` under a unique project name (images are rebuilt only
     when their inputs changed; `build=False` after `build_images`, e.g. to start several
     stacks at once). `overlays`: compose files on top of the stack's; `env`: variables for
-    compose; `prefix`: the project name's start (`fs-bench` for make bench). Raises
-    StackError, with the logs, after taking down what started."""
+    compose; `prefix`: the project name's start (`fs-bench` for make bench); `app_settings`:
+    pass the app's variables (APP, APP_MODULE... in `env` or the environment: harness.apps),
+    False for a folder that sets its own (make export's). Raises StackError, with the logs,
+    after taking down what started."""
     stack = Stack(
         name=name,
         compose_file=compose_file or ROOT / "stacks" / name / "compose.yaml",
         project=f"{prefix}-{name.replace('.', '-')}-{uuid.uuid4().hex[:6]}",
-        env={**os.environ, **images_env(), **ephemeral_ports(), **app_env(env), **(env or {})},
+        env={
+            **os.environ,
+            **images_env(),
+            **ephemeral_ports(),
+            **(app_env(env) if app_settings else {}),
+            **(env or {}),
+        },
         overlays=overlays,
     )
     try:

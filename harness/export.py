@@ -201,10 +201,11 @@ class Export:
         ${VAR:-default}), rewritten for DEST."""
         match = VARIABLE.match(value)
         if match:
-            default = self.path_value(match["default"], folder) if match["default"] else ""
-            if match["name"] == "APP_CONTEXT":
+            if match["name"] == "APP_CONTEXT":  # the app's folder, wherever the default points
                 default = self.place(self.app.folder)
                 default = default if default.startswith(".") else "./" + default
+            else:
+                default = self.path_value(match["default"], folder) if match["default"] else ""
             return f"${{{match['name']}{match['op']}{default}}}{match['rest']}"
         if not value or value.startswith(("/", "$")):
             return value

@@ -14,6 +14,7 @@ still starts once; stacks run side by side.
 from __future__ import annotations
 
 import fcntl
+import os
 
 import pytest
 
@@ -40,7 +41,15 @@ def pytest_addoption(parser):
 # The order of the work groups (each stack's checks, each module with a project of its own):
 # the longest first, so that under xdist (`--no-loadscope-reorder` keeps this order) no long
 # group starts when the other worker is nearly done.
-GROUP_ORDER = ("test_swarm", "<stack>", "test_acme", "test_bench", "test_tls", "test_families")
+GROUP_ORDER = (
+    "test_swarm",
+    "<stack>",
+    "test_your_app",
+    "test_acme",
+    "test_bench",
+    "test_tls",
+    "test_families",
+)
 # Within a stack's group: the contract first, what breaks the stack on purpose last.
 MODULE_ORDER = {"test_stacks": 0, "test_hardening": 2, "test_failures": 3}  # others: 1
 
@@ -97,8 +106,8 @@ def stack_of(item: pytest.Item) -> str | None:
     STACK (a module about one stack with a fixture of its own, e.g. test_acme.py)."""
     params = getattr(getattr(item, "callspec", None), "params", {})
     for name in ("running_stack", "stack"):
-        if name in params:
-            return params[name]
+        if name in params:  # test_your_app's are "<app>@<stack>" or "<app>@export:<stack>"
+            return params[name].rsplit("@", 1)[-1].rsplit(":", 1)[-1]
     return getattr(item.module, "STACK", None)
 
 
@@ -117,12 +126,18 @@ def work_group(item: pytest.Item) -> str | None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    """`--stack`: keep the unit tests and that stack's checks. Every test gets the xdist group
-    of the project it needs (before xdist reads the groups; GroupsInOrder sorts by them)."""
+    """`--stack`: keep the unit tests and that stack's checks. APP set (`make test APP=...`):
+    keep the unit tests and test_your_app's checks of your app (the other modules check the
+    demo app's own routes). Every test gets the xdist group of the project it needs (before
+    xdist reads the groups; GroupsInOrder sorts by them)."""
     chosen = config.getoption("--stack")
+    yours = bool(os.environ.get("APP"))
     kept, dropped = [], []
     for item in items:
-        if chosen and item.path.parent.name != "unit" and stack_of(item) != chosen:
+        unit = item.path.parent.name == "unit"
+        if (chosen and not unit and stack_of(item) != chosen) or (
+            yours and not unit and item.module.__name__ != "test_your_app"
+        ):
             dropped.append(item)
             continue
         kept.append(item)
@@ -223,6 +238,7 @@ def pytest_runtest_makereport(item, call):
     if call.excinfo is not None and call.excinfo.errisinstance(StackError):
         report.longrepr = str(call.excinfo.value)
     stack = item.funcargs.get("stack") if hasattr(item, "funcargs") else None
+    stack = getattr(stack, "stack", stack)  # test_your_app's Target holds its Stack
     if report.failed and isinstance(stack, Stack):
         try:
             logs = stack.logs()[-20000:]

@@ -7,6 +7,8 @@ servers start (they wait for it: `service_completed_successfully`):
 2. APP_MODULE is loaded the way every server loads it (Gunicorn's own loader; uWSGI's
    base.ini and `flask run` read the same variable), so a wrong name stops the `up` here with
    what to fix, instead of app servers that never turn healthy.
+3. HEALTH_PATH is asked of the loaded app (through Werkzeug's test client, no server): a
+   path that does not answer 2xx stops the `up` here, naming the path and the status.
 """
 
 import os
@@ -50,6 +52,26 @@ def main() -> int:
         )
         return 3
     print(f"release: APP_MODULE={module!r} loads: {type(app).__module__}.{type(app).__name__}")
+    return check_health(app)
+
+
+def check_health(app) -> int:
+    path = os.environ.get("HEALTH_PATH") or "/healthz"
+    try:
+        from werkzeug.test import Client  # every Flask app has Werkzeug
+    except ImportError:
+        print("release: no Werkzeug to ask HEALTH_PATH with; the healthchecks will")
+        return 0
+    response = Client(app).get(path, headers={"Host": "localhost"})
+    if not 200 <= response.status_code < 300:
+        print(
+            f"release: HEALTH_PATH={path} answered {response.status}, not 2xx (asked of the app "
+            "itself, before any server started). Name a cheap route that answers 2xx on its "
+            "own (no redirect), e.g. HEALTH_PATH=/healthz, or fix the route.",
+            file=sys.stderr,
+        )
+        return 4
+    print(f"release: HEALTH_PATH={path} answers {response.status}")
     return 0
 
 

@@ -1,0 +1,392 @@
+"""Your app behind every production stack: what holds for any Flask app, proven on real apps
+this project did not write, and on yours.
+
+- Real apps, installed at test time from pinned source distributions on PyPI (hash-checked,
+  never edited): Flask's own tutorial app `flaskr` (app factory, SQLite in its instance folder,
+  an `init-db` command, register/login with sessions and redirects, its own static/) and
+  `httpbin` (a module-level app; redirects, cookies, request echo). Each is served with
+  `APP=<its folder>` on every stack with nginx in front, and exported with `make export` to a
+  folder outside the repository, brought up there with plain `docker compose`.
+- Yours: `make test STACK=<stack> APP=path APP_MODULE=...` runs the checks that need no
+  knowledge of the app (health, static files through nginx, hardening, secrets, data that
+  survives a stop, graceful stop) against it instead (conftest.py: `--app`).
+
+Each target (app x stack) is one project, up once for all its checks, always taken down.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import requests
+
+from harness import apps
+from harness.compose import (
+    NGINX_STACKS,
+    ROOT,
+    Stack,
+    build_images,
+    start_stack,
+    stop_stack,
+)
+
+
+@dataclass(frozen=True)
+class RealApp:
+    """A Flask app written elsewhere: a pinned sdist on PyPI and the folder in it to serve."""
+
+    requirement: str  # name==version
+    sha256: str  # of the sdist: pip refuses anything else
+    folder: str  # inside the unpacked sdist
+    settings: dict[str, str] = field(default_factory=dict)
+    static_file: str = ""  # a file in APP_STATIC that nginx must serve
+
+
+# flaskr reads its SECRET_KEY from instance/config.py only (its factory), so its release step
+# writes that file, in its data volume, from the secret file: never the image, never the env.
+FLASKR_CONFIG = (
+    "python -c \"import pathlib; key = pathlib.Path('/run/secrets/secret_key').read_text()"
+    ".strip(); pathlib.Path('instance/config.py').write_text('SECRET_KEY = %r' % key)\""
+)
+REAL_APPS = {
+    "flaskr": RealApp(
+        requirement="flask==3.1.3",
+        sha256="0ef0e52b8a9cd932855379197dd8f94047b359ca0a78695144304cb45f87c9eb",
+        folder="flask-3.1.3/examples/tutorial",
+        settings={
+            "APP_MODULE": "flaskr:create_app()",
+            "APP_STATIC": "flaskr/static",
+            "HEALTH_PATH": "/auth/login",  # a page that needs no database yet
+            "APP_RELEASE_CMD": FLASKR_CONFIG,
+        },
+        static_file="style.css",
+    ),
+    "httpbin": RealApp(
+        requirement="httpbin==0.10.4",
+        sha256="6023a5a2e8fb8e91abdd6d34d1f1f455092f97d567c25600e1b48ee1178aa738",
+        folder="httpbin-0.10.4",
+        settings={
+            "APP_MODULE": "httpbin:app",
+            "APP_STATIC": "httpbin/static",
+            "HEALTH_PATH": "/get",
+            "SECRETS_AS_ENV": "",  # it reads no secret
+        },
+        static_file="favicon.ico",
+    ),
+}
+EXPORTED_STACK = "nginx-gunicorn-gevent"  # each real app is exported with this stack too
+
+
+def your_app() -> dict[str, str]:
+    """The settings of `make test APP=...` (the environment), or none."""
+    names = ("APP", *(n for n in apps.SETTINGS if n != "APP"))
+    return {n: os.environ[n] for n in names if n in os.environ} if os.environ.get("APP") else {}
+
+
+def targets() -> list[str]:
+    """app@stack for every real app on every nginx stack, and app@export:stack; with APP set,
+    yours@stack for every nginx stack (conftest's --stack narrows it to one)."""
+    if your_app():
+        return [f"yours@{stack}" for stack in NGINX_STACKS]
+    return [
+        *(f"{name}@{stack}" for name in REAL_APPS for stack in NGINX_STACKS),
+        *(f"{name}@export:{EXPORTED_STACK}" for name in REAL_APPS),
+    ]
+
+
+def fetch(app: RealApp, into: Path) -> Path:
+    """The app's sdist from PyPI, hash-checked, unpacked into `into` once per run."""
+    folder = into / app.folder
+    with open(into / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if folder.is_dir():
+            return folder
+        pins = into / f"{app.requirement}.txt"
+        pins.write_text(f"{app.requirement} --hash=sha256:{app.sha256}\n")
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary",
+             ":all:", "--require-hashes", "--requirement", str(pins), "--dest", str(into)],
+            check=True, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        (sdist,) = into.glob(f"{app.requirement.split('==')[0]}-*.tar.gz")
+        with tarfile.open(sdist) as archive:
+            archive.extractall(into, filter="data")
+        return folder
+
+
+@dataclass
+class Target:
+    """One app on one stack, up: where to reach it and what it is."""
+
+    name: str  # flaskr, httpbin, yours
+    stack: Stack
+    folder: Path
+    settings: dict[str, str]
+    exported: Path | None = None
+
+    @property
+    def app(self) -> apps.App:
+        return apps.from_settings({**self.settings, "APP": str(self.folder)})
+
+    @property
+    def url(self) -> str:
+        return self.stack.base_url()
+
+    def secret(self) -> str:
+        folder = self.exported / "secrets" if self.exported else self.app.secrets_dir
+        return (folder / "secret_key").read_text().strip()
+
+
+@pytest.fixture(scope="session")
+def real_apps_folder(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.getbasetemp().parent / "real-apps"  # shared by the xdist workers
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+@pytest.fixture(scope="module", params=targets())
+def stack(request, images, real_apps_folder, tmp_path_factory):
+    """The app (the param's first half) up on the stack (its second half), once for every
+    check of this module; always taken down, volumes and all."""
+    name, _, where = request.param.partition("@")
+    if name == "yours":
+        settings = your_app()
+        folder = apps.from_settings(settings).folder
+    else:
+        real = REAL_APPS[name]
+        folder = fetch(real, real_apps_folder)
+        settings = {**real.settings, "APP": str(folder)}
+    with open(real_apps_folder / f"build-{name}.lock", "w") as lock:  # one build per app
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        build_images(NGINX_STACKS, settings)
+    exported = None
+    if where.startswith("export:"):
+        where = where.split(":", 1)[1]
+        exported = tmp_path_factory.mktemp(f"export-{name}")  # outside the repository
+        make = subprocess.run(
+            ["make", "--no-print-directory", "export", f"STACK={where}", f"DEST={exported}"],
+            cwd=ROOT, env={**os.environ, **settings}, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert make.returncode == 0, make.stderr
+        assert_stands_alone(exported)
+        started = start_stack(
+            where, compose_file=exported / "compose.yaml", app_settings=False,
+            env={"FAULT_ROUTES": "0"},
+        )  # fmt: skip
+    else:
+        started = start_stack(where, env=settings)
+    target = Target(name=name, stack=started, folder=folder, settings=settings, exported=exported)
+    try:
+        if name == "flaskr":  # its init command, as `make run CMD=...` runs it
+            run_once(target, "flask --app flaskr init-db")
+        yield target
+    finally:
+        stop_stack(started)
+
+
+def assert_stands_alone(folder: Path) -> None:
+    """An export names no file of this repository and extends nothing."""
+    for path in folder.rglob("*"):
+        if path.is_file():
+            text = path.read_bytes().decode(errors="ignore")
+            assert str(ROOT) not in text, f"{path} refers to this repository ({ROOT})"
+    assert "extends:" not in (folder / "compose.yaml").read_text()
+
+
+def run_once(target: Target, command: str) -> str:
+    """`make run`'s command: a fresh container of the release service, removed after."""
+    result = target.stack.compose(
+        "run", "--rm", "--no-deps", "release", "sh", "-c", command, check=False, timeout=120
+    )
+    assert result.returncode == 0, f"{command}: {result.stdout}{result.stderr}"
+    return result.stdout
+
+
+# --- any app -------------------------------------------------------------------------------
+
+
+def test_health_path_and_static_file_through_nginx(stack: Target):
+    health = requests.get(stack.url + stack.app.health_path, timeout=10, allow_redirects=False)
+    assert 200 <= health.status_code < 300, f"{stack.app.health_path}: {health.status_code}"
+    assert health.headers.get("X-Request-ID"), "nginx's request id is missing"
+    static_dir = stack.folder / stack.app.static
+    name = REAL_APPS[stack.name].static_file if stack.name in REAL_APPS else ""
+    if not name:  # yours: the first file in APP_STATIC
+        files = sorted(p for p in static_dir.rglob("*") if p.is_file())
+        assert files, f"APP_STATIC={stack.app.static} has no file to fetch"
+        name = str(files[0].relative_to(static_dir))
+    static = requests.get(f"{stack.url}/static/{name}", timeout=10)
+    assert static.status_code == 200, f"/static/{name}: {static.status_code}"
+    assert static.content == (static_dir / name).read_bytes()
+    # nginx's static location, not the app (Flask would say no-cache)
+    assert static.headers.get("Cache-Control") == "max-age=3600", static.headers
+
+
+def test_every_process_unprivileged_and_locked_down(stack: Target):
+    for service in stack.stack.services():
+        config = stack.stack.inspect(service)["HostConfig"]
+        assert config["ReadonlyRootfs"], f"{service}: root filesystem is writable"
+        assert config["CapDrop"] == ["ALL"] and not config.get("CapAdd"), f"{service}: {config}"
+        status = stack.stack.exec(service, "sh", "-c", "cat /proc/[0-9]*/status")
+        for block in status.split("Name:")[1:]:
+            fields = dict(re.findall(r"^(\w+):\s*(.*)$", block, flags=re.MULTILINE))
+            process = block.split()[0]
+            assert "0" not in fields["Uid"].split(), f"{service}: {process} runs as root"
+            assert int(fields["CapEff"], 16) == 0, f"{service}: {process} has capabilities"
+            assert fields["NoNewPrivs"] == "1", f"{service}: {process} may gain privileges"
+    page = requests.get(stack.url + stack.app.health_path, timeout=10)
+    for header in ("X-Content-Type-Options", "X-Frame-Options", "Referrer-Policy"):
+        assert header in page.headers, f"nginx's {header} is missing on the app's page"
+
+
+def test_data_folder_is_the_apps_alone(stack: Target):
+    app_service = stack.stack.app_services()[0]
+    data = stack.app.data
+    owner = stack.stack.exec(app_service, "stat", "-c", "%u %a", data).split()
+    assert owner == ["10001", "700"], f"{data}: owner and mode {owner}, want the app's, 700"
+    mounts = {m["Destination"]: m for m in stack.stack.inspect(app_service)["Mounts"]}
+    assert mounts.get(data, {}).get("Type") == "volume", f"{data} is not a named volume"
+
+
+def test_secret_is_a_file_not_in_the_environment_or_image(stack: Target):
+    secret = stack.secret()
+    app_service = stack.stack.app_services()[0]
+    assert stack.stack.exec(app_service, "cat", "/run/secrets/secret_key").strip() == secret
+    for service in stack.stack.services():
+        env = stack.stack.inspect(service)["Config"]["Env"]
+        assert not any(secret in entry for entry in env), f"{service}: the secret is in its env"
+    image = stack.stack.inspect(app_service)["Config"]["Image"]
+    history = subprocess.run(
+        ["docker", "history", "--no-trunc", "--format", "{{.CreatedBy}}", image],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert secret not in history
+    saved = subprocess.run(["docker", "save", image], capture_output=True, check=True).stdout
+    assert secret.encode() not in saved, f"{image}: a layer holds the secret"
+
+
+# --- each real app's own flow --------------------------------------------------------------
+
+
+def flaskr_login(url: str, user: str) -> requests.Session:
+    client = requests.Session()
+    register = client.post(
+        url + "/auth/register", data={"username": user, "password": "pw-" + user},
+        allow_redirects=False, timeout=10,
+    )  # fmt: skip
+    assert register.status_code == 302, register.text[:500]
+    assert register.headers["Location"] == "/auth/login"
+    login = client.post(
+        url + "/auth/login", data={"username": user, "password": "pw-" + user},
+        allow_redirects=False, timeout=10,
+    )  # fmt: skip
+    assert login.status_code == 302 and login.headers["Location"] == "/", login.text[:500]
+    assert "session" in client.cookies, "no session cookie after login"
+    return client
+
+
+def check_the_apps_own_flow(stack: Target):
+    if stack.name == "flaskr":
+        user = f"u{uuid.uuid4().hex[:8]}"
+        client = flaskr_login(stack.url, user)
+        # the session is signed with our secret: Flask's own serializer opens it with that key
+        from flask import Flask
+        from flask.sessions import SecureCookieSessionInterface
+
+        probe = Flask("probe")
+        probe.secret_key = stack.secret()
+        opened = (
+            SecureCookieSessionInterface()
+            .get_signing_serializer(probe)
+            .loads(client.cookies["session"])
+        )
+        assert "user_id" in opened, opened
+        title = f"post by {user}"
+        created = client.post(
+            stack.url + "/create", data={"title": title, "body": "kept"}, allow_redirects=False,
+            timeout=10,
+        )  # fmt: skip
+        assert created.status_code == 302, created.text[:500]
+        assert title in client.get(stack.url + "/", timeout=10).text
+    elif stack.name == "httpbin":
+        port = stack.url.rsplit(":", 1)[1]
+        hop = requests.get(stack.url + "/absolute-redirect/1", allow_redirects=False, timeout=10)
+        assert hop.status_code == 302
+        assert hop.headers["Location"] == f"http://127.0.0.1:{port}/get", hop.headers
+        client = requests.Session()
+        client.get(stack.url + "/cookies/set?flavour=ginger", timeout=10)
+        assert client.get(stack.url + "/cookies", timeout=10).json()["cookies"] == {
+            "flavour": "ginger"
+        }
+        echoed = requests.get(stack.url + "/headers", timeout=10).json()["headers"]
+        assert echoed["Host"] == f"127.0.0.1:{port}", echoed
+        assert echoed.get("X-Request-Id"), "nginx's request id did not reach the app"
+    else:
+        raise AssertionError(f"{stack.name}: no flow written for it")
+
+
+if not your_app():  # yours: only the checks that hold for any app (no skip: not collected)
+    test_the_apps_own_flow = check_the_apps_own_flow
+
+
+# --- stop, start: nothing lost -------------------------------------------------------------
+
+
+def test_graceful_stop_then_data_survives_start(stack: Target, record):
+    """Requests stream while the whole stack stops: every answer is a 2xx (nothing cut, no
+    502), every container exits 0; started again, what was written is still there."""
+    app_service = stack.stack.app_services()[0]
+    probe = f"{stack.app.data}/probe-{uuid.uuid4().hex[:6]}"
+    stack.stack.exec(app_service, "sh", "-c", f"echo kept > {probe}")
+    user = f"keep{uuid.uuid4().hex[:6]}" if stack.name == "flaskr" else ""
+    if user:
+        flaskr_login(stack.url, user)
+    url = stack.url + stack.app.health_path
+    bad: list[str] = []
+    answered = []
+    stop = threading.Event()
+
+    def stream():
+        while not stop.is_set():
+            try:
+                status = requests.get(url, timeout=30, allow_redirects=False).status_code
+            except requests.RequestException:
+                return  # refused or closed once nginx has gone: the stop, not a failure
+            answered.append(status)
+            if not 200 <= status < 300:
+                bad.append(str(status))
+
+    threads = [threading.Thread(target=stream) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1)
+    stack.stack.compose("stop", timeout=120)
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=40)
+    assert not bad, f"answers during the stop that were not 2xx: {bad}"
+    assert len(answered) > 10, f"only {len(answered)} answers before the stop"
+    for service in stack.stack.services():
+        state = stack.stack.inspect(service)["State"]
+        assert state["ExitCode"] == 0, f"{service} exited {state['ExitCode']}"
+    record(stack.stack, f"{stack.name}: graceful stop", f"answered {len(answered)} / non-2xx 0")
+    stack.stack.up()
+    assert stack.stack.exec(app_service, "cat", probe).strip() == "kept"
+    if user:  # the account made before the stop logs in again
+        client = requests.Session()
+        login = client.post(
+            stack.url + "/auth/login", data={"username": user, "password": "pw-" + user},
+            allow_redirects=False, timeout=10,
+        )  # fmt: skip
+        assert login.status_code == 302, f"{user} is gone after stop/start"
