@@ -110,6 +110,18 @@ class App:
         """The compose project: the stack's name, plus the app's for yours (its own volumes)."""
         return stack if self.is_demo else f"{stack}-{self.name}"
 
+    def check_stack(self, stack: str) -> None:
+        """What a stack needs of the app beyond the settings: flask-dev mounts the app's folder
+        read-only at /app, so a data folder under /app needs its mount point there."""
+        data = PurePosixPath(self.data)
+        if stack == "flask-dev" and data.is_relative_to("/app"):
+            mount_point = self.folder / data.relative_to("/app")
+            if not mount_point.is_dir():
+                raise AppError(
+                    f"flask-dev mounts APP read-only at /app, and APP_DATA={self.data} needs "
+                    f"its mount point there: mkdir {mount_point} (keep it out of git)"
+                )
+
     def compose_env(self) -> dict[str, str]:
         """The variables shared/compose/services.yaml and the stacks read."""
         return {

@@ -102,6 +102,11 @@ def main(argv: list[str]) -> int:
         return 0
     env = app.compose_env()
     if len(argv) > 2:
+        try:
+            app.check_stack(argv[2])
+        except apps.AppError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
         env["COMPOSE_PROJECT_NAME"] = app.project(argv[2])
     for key, value in env.items():
         print(f"export {key}={shlex.quote(value)}")

@@ -31,6 +31,7 @@ import sys
 import time
 from pathlib import Path
 
+from harness import apps
 from harness.compose import ROOT, images_env, leave_swarm
 
 STACK_DIR = ROOT / "stacks" / os.environ.get("STACK", "load-balanced-pair")
@@ -211,6 +212,7 @@ def wait_converged(stack: str, port: int, timeout: float = WAIT_SECONDS) -> None
 
 def up(args) -> None:
     ensure_swarm()
+    apps.ensure_secret_key(apps.SECRETS)  # the app's secret_key, a Swarm secret (made if missing)
     refs = build_images(os.environ.get("REGISTRY", ""))
     stack_file, dropped = render(args.replicas, args.name)
     for service in stack_file["services"].values():  # the content-tagged (or pushed) images

@@ -15,7 +15,7 @@ def test_only_nginx_and_stats_are_published_and_on_loopback(stack):
 def test_uwsgi_speaks_its_protocol_not_http(stack):
     # port 3031 answers the uwsgi protocol (the healthcheck), and is no HTTP server
     assert "200 OK" in stack.exec("app", "healthcheck", "uwsgi://127.0.0.1:3031")
-    probe = stack.exec("app", "healthcheck", "http://127.0.0.1:3031/healthz", check=False)
+    probe = stack.exec("app", "healthcheck", "http://127.0.0.1:3031", check=False)
     assert "200" not in probe
 
 
