@@ -37,6 +37,8 @@ from harness.compose import (
     ROOT,
     Stack,
     build_images,
+    ephemeral_ports,
+    images_env,
     start_stack,
     stop_stack,
 )
@@ -58,6 +60,10 @@ class RealApp:
 FLASKR_CONFIG = (
     "python -c \"import pathlib; key = pathlib.Path('/run/secrets/secret_key').read_text()"
     ".strip(); pathlib.Path('instance/config.py').write_text('SECRET_KEY = %r' % key)\""
+)
+FLASKR_USERS = (
+    "python -c \"import sqlite3; print(sqlite3.connect('instance/flaskr.sqlite')"
+    ".execute('select username from user').fetchall())\""
 )
 REAL_APPS = {
     "flaskr": RealApp(
@@ -86,6 +92,7 @@ REAL_APPS = {
     ),
 }
 EXPORTED_STACK = "nginx-gunicorn-gevent"  # each real app is exported with this stack too
+MADE = ("flaskr", "nginx-uwsgi-socket")  # brought up, run, down, up and purged with make
 
 
 def your_app() -> dict[str, str]:
@@ -100,7 +107,12 @@ def targets() -> list[str]:
     if your_app():
         return [f"yours@{stack}" for stack in NGINX_STACKS]
     return [
-        *(f"{name}@{stack}" for name in REAL_APPS for stack in NGINX_STACKS),
+        # the socket stack with flaskr through make itself: up, run, down, up, purge
+        *(
+            f"{name}@{'make:' if (name, stack) == MADE else ''}{stack}"
+            for name in REAL_APPS
+            for stack in NGINX_STACKS
+        ),
         *(f"{name}@export:{EXPORTED_STACK}" for name in REAL_APPS),
     ]
 
@@ -134,6 +146,7 @@ class Target:
     folder: Path
     settings: dict[str, str]
     exported: Path | None = None
+    via_make: bool = False  # up, run, down and purge go through the Makefile
 
     @property
     def app(self) -> apps.App:
@@ -170,29 +183,66 @@ def stack(request, images, real_apps_folder, tmp_path_factory):
     with open(real_apps_folder / f"build-{name}.lock", "w") as lock:  # one build per app
         fcntl.flock(lock, fcntl.LOCK_EX)
         build_images(NGINX_STACKS, settings)
-    exported = None
+    exported, via_make = None, where.startswith("make:")
     if where.startswith("export:"):
         where = where.split(":", 1)[1]
         exported = tmp_path_factory.mktemp(f"export-{name}")  # outside the repository
-        make = subprocess.run(
+        made = subprocess.run(
             ["make", "--no-print-directory", "export", f"STACK={where}", f"DEST={exported}"],
             cwd=ROOT, env={**os.environ, **settings}, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
-        assert make.returncode == 0, make.stderr
+        assert made.returncode == 0, made.stderr
         assert_stands_alone(exported)
         started = start_stack(
             where, compose_file=exported / "compose.yaml", app_settings=False,
             env={"FAULT_ROUTES": "0"},
         )  # fmt: skip
+    elif where.startswith("make:"):
+        where = where.split(":", 1)[1]
+        make("up", where, settings)
+        app = apps.from_settings(settings)
+        started = Stack(
+            name=where,
+            compose_file=ROOT / "stacks" / where / "compose.yaml",
+            project=app.project(where),  # make's project name for this app
+            env={**os.environ, **images_env(), **ephemeral_ports(), **app.compose_env()},
+        )
     else:
         started = start_stack(where, env=settings)
-    target = Target(name=name, stack=started, folder=folder, settings=settings, exported=exported)
+    target = Target(
+        name=name,
+        stack=started,
+        folder=folder,
+        settings=settings,
+        exported=exported,
+        via_make=via_make,
+    )
     try:
-        if name == "flaskr":  # its init command, as `make run CMD=...` runs it
+        if name == "flaskr":  # its init command
             run_once(target, "flask --app flaskr init-db")
         yield target
     finally:
+        if target.via_make:
+            make("purge", where, settings)
+            left = subprocess.run(
+                ["docker", "volume", "ls", "-q", "--filter",
+                 f"label=com.docker.compose.project={started.project}"],
+                capture_output=True, text=True, check=True,
+            ).stdout.split()  # fmt: skip
+            assert not left, f"make purge left volumes: {left}"
         stop_stack(started)
+
+
+def make(goal: str, stack: str, settings: dict[str, str], **variables: str) -> str:
+    """`make <goal> STACK=<stack>` with the app's settings, on ports the OS picks."""
+    env = {**os.environ, **settings, **ephemeral_ports(), "FAULT_ROUTES": "0"}
+    args = [f"{key}={value}" for key, value in variables.items()]
+    result = subprocess.run(
+        ["make", "--no-print-directory", goal, f"STACK={stack}", *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=400,
+    )  # fmt: skip
+    assert result.returncode == 0, f"make {goal}: {result.stdout[-2000:]}{result.stderr[-3000:]}"
+    return result.stdout
 
 
 def assert_stands_alone(folder: Path) -> None:
@@ -206,6 +256,8 @@ def assert_stands_alone(folder: Path) -> None:
 
 def run_once(target: Target, command: str) -> str:
     """`make run`'s command: a fresh container of the release service, removed after."""
+    if target.via_make:
+        return make("run", target.stack.name, target.settings, CMD=command)
     result = target.stack.compose(
         "run", "--rm", "--no-deps", "release", "sh", "-c", command, check=False, timeout=120
     )
@@ -349,12 +401,51 @@ if not your_app():  # yours: only the checks that hold for any app (no skip: not
     test_the_apps_own_flow = check_the_apps_own_flow
 
 
+# --- release step, stop, start: nothing lost -----------------------------------------------
+
+
+def release_targets() -> list[str]:
+    """Where a failing release is tried: through make, and in an export (Compose's behaviour,
+    the same on every stack)."""
+    chosen = [t for t in targets() if "@make:" in t or "@export:" in t]
+    return chosen or targets()[:1]
+
+
+@pytest.mark.parametrize("stack", release_targets(), indirect=True)
+def test_a_failing_release_stops_the_up_and_the_app_serves_on(stack: Target):
+    """APP_RELEASE_CMD failing: `up --build` fails with the command's output; the running app
+    servers are left as they were (only the release service changed) and serve on."""
+    before = {s: stack.stack.inspect(s)["Id"] for s in stack.stack.app_services()}
+    failing = "echo release-output-seen; exit 7"
+    if stack.via_make:
+        result = subprocess.run(
+            ["make", "--no-print-directory", "up", f"STACK={stack.stack.name}"],
+            cwd=ROOT, capture_output=True, text=True, timeout=300,
+            env={**os.environ, **stack.settings, **ephemeral_ports(), "FAULT_ROUTES": "0",
+                 "APP_RELEASE_CMD": failing},
+        )  # fmt: skip
+        output = result.stdout + result.stderr
+    else:
+        result = stack.stack.compose(
+            "up", "--build", "--detach", "--wait", env={"APP_RELEASE_CMD": failing},
+            check=False, timeout=300,
+        )  # fmt: skip
+        output = result.stdout + result.stderr + stack.stack.logs("release")
+    assert result.returncode != 0, "up succeeded with a failing release step"
+    assert "release-output-seen" in output and "APP_RELEASE_CMD failed (exit 7)" in output, output
+    assert {s: stack.stack.inspect(s)["Id"] for s in stack.stack.app_services()} == before
+    health = requests.get(stack.url + stack.app.health_path, timeout=10, allow_redirects=False)
+    assert 200 <= health.status_code < 300, health.status_code
+    stack.stack.up("--build")  # the release step as the files describe it, run again
+
+
 # --- stop, start: nothing lost -------------------------------------------------------------
 
 
 def test_graceful_stop_then_data_survives_start(stack: Target, record):
     """Requests stream while the whole stack stops: every answer is a 2xx (nothing cut, no
-    502), every container exits 0; started again, what was written is still there."""
+    502), every container exits 0; after `down`, what was written is still there (through
+    make: `make down`, `make up`, and the app serves it)."""
     app_service = stack.stack.app_services()[0]
     probe = f"{stack.app.data}/probe-{uuid.uuid4().hex[:6]}"
     stack.stack.exec(app_service, "sh", "-c", f"echo kept > {probe}")
@@ -390,12 +481,20 @@ def test_graceful_stop_then_data_survives_start(stack: Target, record):
         state = stack.stack.inspect(service)["State"]
         assert state["ExitCode"] == 0, f"{service} exited {state['ExitCode']}"
     record(stack.stack, f"{stack.name}: graceful stop", f"answered {len(answered)} / non-2xx 0")
-    stack.stack.up()
-    assert stack.stack.exec(app_service, "cat", probe).strip() == "kept"
-    if user:  # the account made before the stop logs in again
-        client = requests.Session()
-        login = client.post(
-            stack.url + "/auth/login", data={"username": user, "password": "pw-" + user},
-            allow_redirects=False, timeout=10,
-        )  # fmt: skip
-        assert login.status_code == 302, f"{user} is gone after stop/start"
+    if stack.via_make:  # make down removes the containers; make up serves the same data
+        make("down", stack.stack.name, stack.settings)
+        make("up", stack.stack.name, stack.settings)
+        assert stack.stack.exec(app_service, "cat", probe).strip() == "kept"
+        if user:  # the account made before the stop logs in again
+            login = requests.post(
+                stack.url + "/auth/login", data={"username": user, "password": "pw-" + user},
+                allow_redirects=False, timeout=10,
+            )  # fmt: skip
+            assert login.status_code == 302, f"{user} is gone after down/up"
+        return
+    # down removes the containers; a fresh container of the app's image finds the data
+    stack.stack.compose("down", "--timeout", "40", timeout=120)
+    assert run_once(stack, f"cat {probe}").strip() == "kept"
+    if user:
+        users = run_once(stack, FLASKR_USERS)
+        assert user in users, f"{user} is gone after down: {users}"
