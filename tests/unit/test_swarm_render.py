@@ -100,6 +100,8 @@ def test_a_writable_or_missing_bind_mount_is_refused(tmp_path):
 
 
 def test_bad_replicas_and_stack_names_get_the_fix(capsys, monkeypatch):
+    # `make test STACK=<other stack>` puts STACK in the environment swarm.py read at import
+    monkeypatch.setattr(swarm, "STACK_DIR", ROOT / "stacks/load-balanced-pair")
     for argv, message in (
         (["up", "--replicas", "0"], "REPLICAS='0' is not a whole number above 0"),
         (["up", "--name", "Bad Name"], "lower case, digits"),
