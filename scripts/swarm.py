@@ -3,7 +3,8 @@
 
     STACK=load-balanced-pair (the stack with a compose.swarm.yaml)
     scripts/swarm.py up   [--name flask-stacks] [--replicas 3]    build, render, deploy, wait
-    scripts/swarm.py down [--name flask-stacks]                   remove the stack, and the
+    scripts/swarm.py down [--name flask-stacks] [--volumes]       remove the stack (--volumes:
+                                                                  and its data), and the
                                                                   swarm if `up` created it
     scripts/swarm.py render [--replicas 3]                        print the stack file
 
@@ -96,6 +97,9 @@ def to_stack_file(rendered: dict, stack: str) -> tuple[dict, set[str]]:
         for key in ("name", "ipam"):  # stack namespace them (<stack>_default, an overlay)
             if network and not network.get("external"):
                 network.pop(key, None)
+    for volume in (out.get("volumes") or {}).values():  # <stack>_app-data, not the Compose
+        if volume and not volume.get("external"):  # project's volume of the same name
+            volume.pop("name", None)
     configs: dict[str, dict] = {}
     dropped: set[str] = set()
     for service in out["services"].values():
@@ -243,6 +247,11 @@ def down(args) -> None:
                 break
             time.sleep(1)
         print(f"swarm: {args.name} removed")
+    if args.volumes:  # Swarm keeps a stack's volumes (the app's data) after `stack rm`
+        label = f"label=com.docker.stack.namespace={args.name}"
+        for volume in run("docker", "volume", "ls", "-q", "--filter", label).split():
+            run("docker", "volume", "rm", volume)
+            print(f"swarm: deleted volume {volume}")
     (STATE / f"{args.name}.json").unlink(missing_ok=True)
     mark = STATE / "created-swarm"
     if mark.exists() and not services_anywhere():
@@ -262,6 +271,9 @@ def main() -> int:
     parser.add_argument("command", choices=["up", "down", "render"])
     parser.add_argument("--name", default=os.environ.get("SWARM_STACK", "flask-stacks"))
     parser.add_argument("--replicas", default=os.environ.get("REPLICAS", "3"))
+    parser.add_argument(
+        "--volumes", action="store_true", help="down: also delete the stack's volumes (its data)"
+    )
     args = parser.parse_args()
     if not re.fullmatch(r"[1-9][0-9]*", str(args.replicas)):
         print(f"swarm: REPLICAS='{args.replicas}' is not a whole number above 0", file=sys.stderr)

@@ -175,11 +175,11 @@ def deployed(swarm) -> Deployment:
         )
         yield deployment
     finally:
-        down = swarm_py("down", "--name", name, env=env)
+        down = swarm_py("down", "--name", name, "--volumes", env=env)
         assert down.returncode == 0, down.stderr
-        assert not docker(
-            "service", "ls", "-q", "--filter", f"label=com.docker.stack.namespace={name}"
-        )
+        label = f"label=com.docker.stack.namespace={name}"
+        assert not docker("service", "ls", "-q", "--filter", label)
+        assert not docker("volume", "ls", "-q", "--filter", label), "the stack's volumes stayed"
 
 
 def test_nginx_reaches_every_replica(deployed):
