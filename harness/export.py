@@ -24,7 +24,9 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
 from harness import apps
 
 ROOT = apps.ROOT
-VARIABLE = re.compile(r"^\$\{(?P<name>[A-Z0-9_]+)(?P<op>:?-)(?P<default>[^}]*)\}(?P<rest>.*)$")
+# a ${VAR:-default} (or ${VAR-default}) reference; VARIABLE: a value that starts with one
+REFERENCE = r"\$\{(?P<name>[A-Z0-9_]+)(?P<op>:?-)(?P<default>[^}]*)\}"
+VARIABLE = re.compile(rf"^{REFERENCE}(?P<rest>.*)$")
 # keys whose sequences Compose merges entry by entry (a mount by its target, a port as is)
 MERGED_BY = {
     "volumes": lambda e: mount_target(e),
@@ -150,6 +152,7 @@ class Export:
     yaml: YAML = field(default_factory=lambda: YAML())
     files: dict[Path, str] = field(default_factory=dict)  # source -> path inside DEST
     baked: list[str] = field(default_factory=list)  # what single-container.Dockerfile copies
+    parsed: dict[Path, CommentedMap] = field(default_factory=dict)  # load()'s cache
 
     def __post_init__(self):
         self.yaml.preserve_quotes = True
@@ -234,12 +237,11 @@ class Export:
                     f"${{{match['name']}{match['op']}{relative}}}" if match else relative
                 )
             build["context"] = context
-        for key in ("volumes",):
-            for i, entry in enumerate(service.get(key) or []):
-                if isinstance(entry, str) and ":" in entry:
-                    source, *rest = split_mount(entry)
-                    if source.startswith((".", "/", "$")):
-                        service[key][i] = ":".join([self.path_value(source, folder), *rest])
+        for i, entry in enumerate(service.get("volumes") or []):
+            if isinstance(entry, str) and ":" in entry:
+                source, *rest = split_mount(entry)
+                if source.startswith((".", "/", "$")):
+                    service["volumes"][i] = ":".join([self.path_value(source, folder), *rest])
         return service
 
     def resolve(self, value: str, folder: Path) -> Path:
@@ -250,8 +252,11 @@ class Export:
 
     # ---- the compose file ----
     def load(self, path: Path) -> CommentedMap:
-        with path.open() as handle:
-            return self.yaml.load(handle)
+        """A compose file, parsed once (services.yaml is extended by every service)."""
+        if path not in self.parsed:
+            with path.open() as handle:
+                self.parsed[path] = self.yaml.load(handle)
+        return self.parsed[path]
 
     def service(self, path: Path, name: str) -> CommentedMap:
         """A service with its `extends` chain merged in, its paths rewritten for DEST."""
@@ -328,7 +333,7 @@ class Export:
                     return f"${{{name}{match['op']}{values[name]}}}"
                 return match[0]
 
-            return re.sub(r"\$\{(?P<name>[A-Z0-9_]+)(?P<op>:?-)(?P<default>[^}]*)\}", swap, text)
+            return re.sub(REFERENCE, swap, text)
 
         if isinstance(node, dict):
             for key in node:
@@ -368,8 +373,8 @@ class Export:
         seen: dict[str, tuple[str, str]] = {}
         for line in compose_text.splitlines():
             comment = line.split(" # ", 1)[1].strip() if " # " in line else ""
-            for match in re.finditer(r"\$\{([A-Z0-9_]+)(:?-)([^}]*)\}", line):
-                seen.setdefault(match[1], (match[3], whys.get(match[1], comment)))
+            for match in re.finditer(REFERENCE, line):
+                seen.setdefault(match["name"], (match["default"], whys.get(match["name"], comment)))
         out = [
             "# Settings of this deployment: copy to .env (docker compose reads it) and change what",
             "# you need; each line shows the default and why it exists.",
