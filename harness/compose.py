@@ -164,6 +164,15 @@ class Stack:
     def exec(self, service: str, *cmd: str, check: bool = True) -> str:
         return self.compose("exec", "-T", service, *cmd, check=check).stdout
 
+    def processes(self, service: str) -> list[dict[str, str]]:
+        """Every process of the service's container: its /proc/<pid>/status fields (Name, Uid,
+        CapEff, CapPrm, NoNewPrivs...)."""
+        status = self.exec(service, "sh", "-c", "cat /proc/[0-9]*/status")
+        return [
+            dict(re.findall(r"^(\w+):\s*(.*)$", "Name:" + block, flags=re.MULTILINE))
+            for block in status.split("Name:")[1:]
+        ]
+
     def logs(self, *services: str, since: float | None = None) -> str:
         """Logs of the services (all when none given), stdout and stderr, restarting ones too:
         `docker compose logs <service>` skips a container while it is restarting. `since`: only

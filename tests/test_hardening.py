@@ -52,10 +52,8 @@ def raw_request(base_url: str, data: bytes, timeout: float = 10) -> tuple[int, b
 
 def test_every_process_is_unprivileged(stack):
     for service in stack.services():
-        status = stack.exec(service, "sh", "-c", "cat /proc/[0-9]*/status")
-        for block in status.split("Name:")[1:]:
-            name = block.split()[0]
-            fields = dict(re.findall(r"^(\w+):\s*(.*)$", block, flags=re.MULTILINE))
+        for fields in stack.processes(service):
+            name = fields["Name"]
             uids = fields["Uid"].split()
             assert "0" not in uids, f"{stack.name}/{service}: {name} runs as root ({uids})"
             assert int(fields["CapEff"], 16) == 0, (

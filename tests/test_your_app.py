@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import re
 import subprocess
 import sys
 import tarfile
@@ -292,10 +291,8 @@ def test_every_process_unprivileged_and_locked_down(stack: Target):
         config = stack.stack.inspect(service)["HostConfig"]
         assert config["ReadonlyRootfs"], f"{service}: root filesystem is writable"
         assert config["CapDrop"] == ["ALL"] and not config.get("CapAdd"), f"{service}: {config}"
-        status = stack.stack.exec(service, "sh", "-c", "cat /proc/[0-9]*/status")
-        for block in status.split("Name:")[1:]:
-            fields = dict(re.findall(r"^(\w+):\s*(.*)$", block, flags=re.MULTILINE))
-            process = block.split()[0]
+        for fields in stack.stack.processes(service):
+            process = fields["Name"]
             assert "0" not in fields["Uid"].split(), f"{service}: {process} runs as root"
             assert int(fields["CapEff"], 16) == 0, f"{service}: {process} has capabilities"
             assert fields["NoNewPrivs"] == "1", f"{service}: {process} may gain privileges"
