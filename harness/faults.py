@@ -129,12 +129,16 @@ def _app_server(stack: Stack, service: str) -> AppServer:
     procs = processes(stack, service)
 
     def program(proc: dict) -> str | None:
-        words = proc["cmd"].split()
-        for word in words[:3]:  # "uwsgi --ini ...", "/usr/local/bin/python .../gunicorn --config"
-            name = os.path.basename(word)
-            if name in ("uwsgi", "gunicorn"):
-                return name
-        return "gunicorn" if "gunicorn" in proc["cmd"] else None
+        """uwsgi or gunicorn when the process runs one: its first word ("uwsgi --ini ...",
+        "gunicorn: worker [...]" as setproctitle names it), or the script after an interpreter
+        ("/usr/local/bin/python .../gunicorn --config"); not a shell that has one as an argument
+        (single-container's "/bin/sh .../entrypoint uwsgi --ini ...")."""
+        words = proc["cmd"].split() or [""]
+        name = os.path.basename(words[0])
+        if name.startswith("python") and len(words) > 1:
+            name = os.path.basename(words[1])
+        name = name.rstrip(":")
+        return name if name in ("uwsgi", "gunicorn") else None
 
     by_pid = {p["pid"]: p for p in procs}
     masters = [p for p in procs if program(p) and not program(by_pid.get(p["ppid"], {"cmd": ""}))]

@@ -1,6 +1,6 @@
-"""single-container: one image, one process tree (tini -> uWSGI master -> workers + nginx);
-ALLOWED (the seed's name) validated; a dead process never leaves a half-alive container; seed
-001's load replayed. Graceful stop and ALLOWED_IPS are checked by test_hardening.py.
+"""single-container: one image, one process tree (tini -> entrypoint.sh -> uWSGI master ->
+workers + nginx); ALLOWED (the seed's name) validated; a dead process never leaves a half-alive
+container; seed 001's load replayed. Graceful stop and ALLOWED_IPS are checked by test_hardening.py.
 """
 
 from __future__ import annotations
@@ -53,8 +53,10 @@ def test_one_container_one_process_tree(stack, base_url):
     procs = processes(stack)
     init = find(procs, r"^tini ")
     assert init["pid"] == 1
+    entrypoint = find(procs, r"/usr/local/bin/entrypoint uwsgi ")
+    assert entrypoint["ppid"] == 1, "entrypoint.sh (it orders the stop) must be tini's child"
     master = find(procs, r"^uwsgi --ini")
-    assert master["ppid"] == 1, "the uWSGI master must be tini's child"
+    assert master["ppid"] == entrypoint["pid"], "the uWSGI master must be entrypoint.sh's child"
     nginx = find(procs, r"^nginx: master")
     assert nginx["ppid"] == master["pid"], "nginx must be a daemon of the uWSGI master"
     assert requests.get(base_url + "/whoami", timeout=10).json()["server"].startswith("uWSGI/")

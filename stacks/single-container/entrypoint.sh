@@ -1,7 +1,7 @@
 #!/bin/sh
 # Runs under tini (PID 1, which forwards signals and reaps zombies). Validates the allow-list
-# before anything listens, then becomes the uWSGI master (the command), which runs the
-# workers and nginx (uwsgi.ini).
+# before anything listens, then runs the uWSGI master (the command), which runs the workers and
+# nginx (uwsgi.ini), and stays its parent only to order the stop (below).
 set -eu
 
 # ALLOWED is seed 001's name for the list; ALLOWED_IPS (the compose stacks' name) works too.
@@ -12,4 +12,23 @@ ALLOWED_IPS="${ALLOWED_IPS:-${ALLOWED:-}}" ALLOWED_IPS_CONF=/etc/nginx/generated
 # HTTPS when TLS=on (a certificate in /etc/nginx/certs; the overlay compose.tls.yaml), else off
 TLS_CONF=/etc/nginx/generated/tls.conf tls
 
-exec "$@"
+# docker stop's SIGTERM goes to nginx first: its graceful quit (SIGQUIT) closes the listener
+# and finishes the requests it holds while every uWSGI worker still serves; once nginx has
+# exited, the master (control=1) stops the workers gracefully and exits 0. uWSGI's own TERM
+# (base.ini's gracefully_kill_them_all) retires the workers first and stops nginx last, so a
+# request nginx took meanwhile found no worker: a 502 (test_your_app's graceful stop).
+# Before nginx has written its pid file, TERM goes to the master. Other signals pass through.
+# (sh starts a background job with SIGINT and SIGQUIT ignored, which uWSGI's workers would keep)
+env --default-signal=INT,QUIT "$@" &
+master=$!
+trap 'kill -QUIT "$(cat /tmp/nginx.pid 2>/dev/null)" 2>/dev/null || kill -TERM "$master"' TERM
+for signal in HUP INT QUIT USR1 USR2; do
+    # shellcheck disable=SC2064 # expanded now on purpose: one trap per signal, to the master
+    trap "kill -$signal $master" "$signal"
+done
+# wait returns early when a trapped signal arrives: wait again until the master has exited
+while :; do
+    status=0
+    wait "$master" || status=$?
+    kill -0 "$master" 2>/dev/null || exit "$status"
+done
