@@ -68,6 +68,14 @@ def failed(results):
     return [r for r in results if r.status != 200]
 
 
+def assert_nginx_error(body, status: int) -> None:
+    """nginx's own 502/504 answer (snippets/server-defaults.conf): the app's JSON error shape
+    plus the request id."""
+    assert isinstance(body, dict), f"nginx's {status} is not JSON: {body!r}"
+    assert body.keys() == {"error", "status", "detail", "request_id"}, body
+    assert body["status"] == status and re.fullmatch(r"[0-9a-f]{32}", body["request_id"]), body
+
+
 def watch_after_recovery(stack: Stack, stream: Stream, recovered: float) -> None:
     """Keep the stream going WATCH s past `recovered` and require that every request then
     succeeded, with enough of them to mean something."""
@@ -283,6 +291,7 @@ def test_stuck_request_gets_504_and_harakiri_frees_its_worker(stack, base_url, r
         f"stream {summary(results)}",
     )
     assert result.status == 504, f"{stack.name}: stuck request -> {result}"
+    assert_nginx_error(result.body, 504)
     assert READ_TIMEOUT <= result.seconds < READ_TIMEOUT + 2, result.seconds
     # uWSGI's deadline has a resolution of one second
     assert harakiri - 1 <= seen < harakiri + 5, f"harakiri after {seen:.1f} s ({harakiri = })"
@@ -308,6 +317,7 @@ def test_blocked_gevent_worker_is_killed_at_its_timeout(stack, base_url, record)
         f"stream {summary(results)}",
     )
     assert result.status == 502, f"{stack.name}: blocking request -> {result}"
+    assert_nginx_error(result.body, 502)
     # Gunicorn measures from the worker's last heartbeat, up to a second before the request
     assert timeout - 1 <= result.seconds < READ_TIMEOUT, result.seconds
     assert timeout - 1 <= seen < timeout + 5, f"killed after {seen:.1f} s ({timeout = })"
@@ -335,6 +345,7 @@ def test_waiting_gevent_request_gets_504_and_its_worker_serves_on(stack, base_ur
         f"{result.status} after {result.seconds:.1f} s / stream {summary(results)}",
     )
     assert result.status == 504, f"{stack.name}: waiting request -> {result}"
+    assert_nginx_error(result.body, 504)
     assert READ_TIMEOUT <= result.seconds < READ_TIMEOUT + 2, result.seconds
     assert not failed(results), f"{stack.name}: {summary(results)}"
     assert len(served_meanwhile) >= READ_TIMEOUT * RATE / 2, len(served_meanwhile)

@@ -6,7 +6,9 @@ Runs once per directory under stacks/: a new stack is held to the same contract 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
+import socket
 import time
 
 import pytest
@@ -178,6 +180,54 @@ def test_echo_hashes_the_body(stack, base_url):
     response = requests.post(base_url + "/echo", data=body, timeout=30)
     assert response.status_code == 200, f"{stack.name}: POST 1 MiB -> {response.status_code}"
     assert response.json() == {"length": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+
+
+# Requests nginx itself refuses (snippets/server-defaults.conf's error_page), sent as raw bytes:
+# requests would refuse to send some of them. Status expected, what is sent after the method.
+NGINX_REFUSALS = {
+    "a request line that is not HTTP": (400, b"GARBAGE\r\n\r\n"),
+    "a 64 KiB URI": (414, b"GET /" + b"a" * 65536 + b" HTTP/1.1\r\nHost: x\r\n\r\n"),
+    "a 17 KB cookie": (
+        400,
+        b"GET / HTTP/1.1\r\nHost: x\r\nCookie: c=" + b"a" * 17000 + b"\r\n\r\n",
+    ),
+    "a body over 10 MiB": (
+        413,
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10485761\r\n\r\n",
+    ),
+    "a missing static file": (404, b"GET /static/missing.txt HTTP/1.1\r\nHost: x\r\n\r\n"),
+    "nginx's error page itself": (404, b"GET /.flask-stacks/error HTTP/1.1\r\nHost: x\r\n\r\n"),
+}
+
+
+def raw_request(base_url: str, data: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers (lower-case names) and body of one request sent as bytes."""
+    host, port = base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(data.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n", 1))
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value for name, value in (line.split(": ", 1) for line in lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+def test_nginx_errors_are_json_with_the_request_id(stack, base_url):
+    """nginx's own refusals answer the app's JSON shape, with the id also in X-Request-ID (the
+    502 and 504 bodies: test_failures.py)."""
+    if not stack.behind_nginx:
+        assert "nginx" not in stack.services(), f"{stack.name} should have no nginx"
+        return
+    for case, (status, data) in NGINX_REFUSALS.items():
+        got, headers, body = raw_request(base_url, data)
+        assert got == status, f"{stack.name}: {case} -> {got}, not {status}: {body[:200]!r}"
+        assert headers.get("content-type") == "application/json", f"{case}: {headers}"
+        answer = json.loads(body)
+        assert answer.pop("request_id") == headers["x-request-id"], f"{case}: {answer}"
+        assert answer.keys() == {"error", "status", "detail"} and answer["status"] == status
+        assert answer["error"] and answer["detail"], f"{case}: {answer}"
 
 
 def test_body_over_limit_is_413(stack, base_url):
