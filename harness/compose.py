@@ -70,6 +70,14 @@ def nginx_in_front(stack: str) -> bool:
     return recipe.is_file() and "/etc/nginx/" in recipe.read_text()
 
 
+# shared/nginx/nginx.conf's `log_format main`, field by field
+ACCESS_LOG_TEXT = re.compile(
+    r'(?P<client>\S+) \[(?P<time>[^]]+)\] "(?P<method>\S+) (?P<uri>\S+) [^"]*" (?P<status>\d+) '
+    r'(?P<bytes>\d+) "(?P<user_agent>[^"]*)" rid=(?P<request_id>\S+) rt=(?P<request_time>\S+) '
+    r"urt=(?P<upstream_response_time>\S+) upstream=(?P<upstream>\S*)"
+)
+
+
 def app_server_of(stack: str) -> str:
     """The stack's app server, from the config file it ships: "uwsgi", "gunicorn" or "flask"."""
     folder = ROOT / "stacks" / stack
@@ -173,10 +181,10 @@ class Stack:
             for block in status.split("Name:")[1:]
         ]
 
-    def logs(self, *services: str, since: float | None = None) -> str:
+    def logs(self, *services: str, since: float | None = None, stderr: bool = True) -> str:
         """Logs of the services (all when none given), stdout and stderr, restarting ones too:
         `docker compose logs <service>` skips a container while it is restarting. `since`: only
-        lines written after this time.time()."""
+        lines written after this time.time(); `stderr=False`: stdout only (named services)."""
         after = ["--since", f"{since:.3f}"] if since is not None else []
         if not services:
             return self.compose("logs", "--no-color", "--no-log-prefix", *after, check=False).stdout
@@ -189,7 +197,7 @@ class Stack:
                     text=True,
                     check=False,
                 )
-                out.append(result.stdout + result.stderr)
+                out.append(result.stdout + (result.stderr if stderr else ""))
         return "".join(out)
 
     def inspect(self, service: str) -> dict:
@@ -231,6 +239,54 @@ class Stack:
                     f"{self.name}: no {service} log line with {needle!r} in {timeout} s"
                 )
             time.sleep(0.3)
+
+    @property
+    def log_format(self) -> str:
+        """LOG_FORMAT the stack runs with: text (the default) or json."""
+        return self.env.get("LOG_FORMAT") or "text"
+
+    def access_log(self, needle: str, timeout: float = 5.0) -> dict:
+        """nginx's access log line with `needle` (a request id, a unique URI), parsed the same
+        from either LOG_FORMAT (shared/nginx/nginx.conf's `main` or `json`): client, uri,
+        status, request_id, upstream (None for none), upstream_response_time, as strings."""
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = [line for line in self.logs(self.front).splitlines() if needle in line]
+            for line in lines:  # single-container: the app's own lines are in this log too
+                fields = self._access_fields(line)
+                if fields:
+                    return fields
+            assert time.monotonic() < deadline, (
+                f"{self.name}: no nginx access log line ({self.log_format}) with {needle!r} in "
+                f"{timeout} s; lines with it: {lines}"
+            )
+            time.sleep(0.3)
+
+    def served(self, logs: str, uri: str, status: int) -> bool:
+        """Whether nginx's access log lines in `logs` (either LOG_FORMAT) have a GET of `uri`
+        answered `status`: a check that the log read is the one of the traffic sent."""
+        return any(
+            fields["method"] == "GET" and fields["uri"] == uri and fields["status"] == str(status)
+            for fields in map(self._access_fields, logs.splitlines())
+            if fields
+        )
+
+    def _access_fields(self, line: str) -> dict | None:
+        if self.log_format == "json":
+            try:
+                fields = json.loads(line)
+            except json.JSONDecodeError:
+                return None
+            if "upstream_response_time" not in fields:
+                return None
+        else:
+            found = ACCESS_LOG_TEXT.fullmatch(line)
+            if not found:
+                return None
+            fields = found.groupdict()
+        fields = {key: str(value) for key, value in fields.items()}
+        fields["upstream"] = None if fields["upstream"] in ("", "-") else fields["upstream"]
+        return fields
 
     def published(self) -> dict[tuple[str, int], str]:
         """(service, container port) -> http://127.0.0.1:<host port> for every published port."""

@@ -174,6 +174,9 @@ def images(docker, tmp_path_factory) -> list[str]:
 
 # the app's /fault/* routes (a stuck or leaking worker, for test_failures.py): tests only
 TEST_ENV = {"FAULT_ROUTES": "1"}
+# the stacks that run every check with LOG_FORMAT=json (uWSGI split from nginx, and in one
+# container with it); the others keep the default text logs, so both are held to the contract
+JSON_LOG_STACKS = ("nginx-uwsgi-tcp", "single-container")
 FRESH: set[str] = set()  # projects no module has used yet: nothing to restore
 DOWN: set[str] = set()  # projects taken down after their last check
 
@@ -181,7 +184,8 @@ DOWN: set[str] = set()  # projects taken down after their last check
 @pytest.fixture(scope="session")
 def running_stack(request, images) -> Stack:
     """A stack (the parameter), up once for every test that checks it, always taken down."""
-    stack = start_stack(request.param, env=TEST_ENV)
+    log_format = "json" if request.param in JSON_LOG_STACKS else "text"
+    stack = start_stack(request.param, env={**TEST_ENV, "LOG_FORMAT": log_format})
     FRESH.add(stack.project)
     try:
         yield stack

@@ -10,6 +10,7 @@ import json
 import re
 import socket
 import time
+import uuid
 
 import pytest
 import requests
@@ -34,6 +35,12 @@ def identity(stack: Stack) -> tuple[str, str | None]:
         if marker in stack.name:
             return server, upstream
     pytest.fail(f"{stack.name}: its name matches no entry of IDENTITY in {__file__}: add one")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def contract_started(stack) -> float:
+    """When this module began checking the stack: the logs test reads what was written since."""
+    return time.time()
 
 
 def get(base_url: str, path: str, **kwargs) -> requests.Response:
@@ -107,8 +114,8 @@ def test_client_address_and_scheme_survive_the_proxy(stack, base_url):
     assert body["client"] != "203.0.113.7", f"{stack.name}: forged X-Forwarded-For was trusted"
     if stack.behind_nginx:
         # the address Flask reports is the one nginx logged as $remote_addr for this request
-        line = stack.wait_for_log(stack.front, "rid=" + response.headers["X-Request-ID"])
-        assert line.split()[0] == body["client"], f"{stack.name}: nginx saw {line!r}, Flask {body}"
+        line = stack.access_log(response.headers["X-Request-ID"])
+        assert line["client"] == body["client"], f"{stack.name}: nginx saw {line}, Flask {body}"
 
 
 def test_request_id_round_trip(stack, base_url):
@@ -136,8 +143,8 @@ def test_static_file_served(stack, base_url):
         assert response.headers.get("Cache-Control") == "max-age=3600", response.headers
         marker = f"/static/hello.txt?probe={time.time_ns()}"
         assert get(base_url, marker).status_code == 200
-        line = stack.wait_for_log(stack.front, marker)
-        assert line.endswith("upstream=-"), (
+        line = stack.access_log(marker)
+        assert line["upstream"] is None, (
             f"{stack.name}: nginx passed a static file upstream: {line}"
         )
         if stack.front not in stack.app_services():  # else nginx logs into the app's log too
@@ -233,3 +240,50 @@ def test_nginx_errors_are_json_with_the_request_id(stack, base_url):
 def test_body_over_limit_is_413(stack, base_url):
     response = requests.post(base_url + "/echo", data=b"x" * (10 * 1024 * 1024 + 1), timeout=30)
     assert response.status_code == 413, f"{stack.name}: 10 MiB + 1 byte -> {response.status_code}"
+
+
+# --- last: what the run above wrote ------------------------------------------------------------
+
+
+def not_json_objects(text: str) -> list[str]:
+    bad = []
+    for line in text.splitlines():
+        try:
+            if not isinstance(json.loads(line), dict):
+                bad.append(line)
+        except json.JSONDecodeError:
+            bad.append(line)
+    return bad
+
+
+def test_logs_keep_the_stacks_format_and_join_on_the_request_id(stack, base_url, contract_started):
+    """A request that makes the app log an error is found by its id in nginx's access log and,
+    with its traceback, in the app's. With LOG_FORMAT=json (conftest's JSON_LOG_STACKS) every
+    line nginx wrote to stdout and every line of the app server during this module's checks is
+    one JSON object, the app's error carrying nginx's request id."""
+    request_id = f"contract-{uuid.uuid4().hex[:12]}"
+    response = get(base_url, "/fault/error", headers={"X-Request-ID": request_id})
+    assert response.status_code == 500 and response.json()["status"] == 500
+    deadline = time.monotonic() + 10
+    while "fault route: an error on purpose" not in (
+        app_log := stack.logs(*stack.app_services(), since=contract_started)
+    ):
+        assert time.monotonic() < deadline, f"{stack.name}: no traceback in the app's log"
+        time.sleep(0.3)
+    if stack.behind_nginx:
+        line = stack.access_log(request_id)
+        assert line["status"] == "500" and line["uri"] == "/fault/error", line
+    if stack.log_format != "json":
+        assert "unhandled error on GET /fault/error" in app_log
+        return
+    assert not not_json_objects(app_log), f"{stack.name}: app lines not JSON: {app_log[-3000:]}"
+    nginx_out = stack.logs(stack.front, since=contract_started, stderr=False)
+    assert not not_json_objects(nginx_out), (
+        f"{stack.name}: nginx stdout not JSON: {nginx_out[-3000:]}"
+    )
+    records = [json.loads(line) for line in app_log.splitlines()]
+    (error,) = [
+        r for r in records if r.get("request_id") == request_id and r.get("level") == "ERROR"
+    ]
+    assert "RuntimeError: fault route: an error on purpose" in error["exc_info"], error
+    assert error["message"] == "unhandled error on GET /fault/error", error

@@ -25,12 +25,14 @@ COPY shared/nginx/snippets/ /etc/nginx/snippets/
 COPY stacks/nginx-uwsgi-socket/default.conf /etc/nginx/conf.d/default.conf
 COPY shared/nginx/allowed-ips.sh /usr/local/bin/allowed-ips
 COPY shared/nginx/tls.sh /usr/local/bin/tls
+COPY shared/nginx/log-format.sh /usr/local/bin/log-format
 COPY shared/uwsgi/base.ini /etc/uwsgi/base.ini
 COPY stacks/single-container/uwsgi.ini /etc/uwsgi/uwsgi.ini
 COPY stacks/single-container/entrypoint.sh /usr/local/bin/entrypoint
 # the tools the compose stacks mount (shared/compose/services.yaml), at the same paths
 COPY shared/docker/healthcheck.py /opt/flask-stacks/bin/healthcheck
 COPY shared/docker/secrets-env.sh /opt/flask-stacks/bin/secrets-env
+COPY shared/python/flask_stacks_logging.py /opt/flask-stacks/lib/flask_stacks_logging.py
 
 # nginx serves the app's static folder (APP_STATIC, inside the app's folder) as /static/
 ARG APP_STATIC=flask_stacks/static

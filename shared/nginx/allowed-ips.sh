@@ -93,7 +93,7 @@ mkdir -p "$(dirname "$out")"
 mv "$out.tmp" "$out"
 
 if [ -n "$lines" ]; then
-    echo "allowed-ips: only these clients may connect: $(printf '%s' "$lines" | sed 's/allow //; s/;//' | tr '\n' ' ')"
+    echo "allowed-ips: only these clients may connect: $(printf '%s' "$lines" | sed 's/allow //; s/;//' | tr '\n' ' ')" >&2
 else
-    echo "allowed-ips: ALLOWED_IPS is unset: open to all clients"
+    echo "allowed-ips: ALLOWED_IPS is unset: open to all clients" >&2
 fi

@@ -34,13 +34,13 @@ addresses() {  # one "host addr..." line per host; fails while any host does not
     done
 }
 
-echo "reresolve-upstreams: watching ${hosts}every ${interval} s"
+echo "reresolve-upstreams: watching ${hosts}every ${interval} s" >&2
 (
     last=$(addresses) || last=
     while sleep "$interval"; do
         now=$(addresses) || continue
         [ "$now" != "$last" ] || continue
-        echo "reresolve-upstreams: addresses changed, reloading nginx: $(echo "$now" | tr '\n' ';')"
+        echo "reresolve-upstreams: addresses changed, reloading nginx: $(echo "$now" | tr '\n' ';')" >&2
         nginx -s reload && last=$now
     done
 ) &

@@ -54,7 +54,7 @@ suffix=":$port"
 
 fingerprint() { cat "$certs/fullchain.pem" "$certs/privkey.pem" 2>/dev/null | cksum; }
 
-echo "tls: HTTPS on 8443 (public port $port), HSTS ${hsts:-off}; certificate checked every $interval s"
+echo "tls: HTTPS on 8443 (public port $port), HSTS ${hsts:-off}; certificate checked every $interval s" >&2
 (
     last=$(fingerprint)
     while sleep "$interval"; do
@@ -62,10 +62,10 @@ echo "tls: HTTPS on 8443 (public port $port), HSTS ${hsts:-off}; certificate che
         [ "$now" != "$last" ] || continue
         # a half-written pair (the key replaced, the chain not yet) fails the test: try again later
         if nginx -t -q 2>/dev/null; then
-            echo "tls: certificate changed, reloading nginx"
+            echo "tls: certificate changed, reloading nginx" >&2
             nginx -s reload && last=$now
         else
-            echo "tls: certificate changed but does not load yet (nginx -t); keeping the current one"
+            echo "tls: certificate changed but does not load yet (nginx -t); keeping the current one" >&2
         fi
     done
 ) &

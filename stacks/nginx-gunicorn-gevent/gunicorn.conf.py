@@ -6,6 +6,8 @@ Every setting: https://docs.gunicorn.org/en/stable/settings.html
 import multiprocessing
 import os
 
+import flask_stacks_logging  # LOG_FORMAT (shared/python/flask_stacks_logging.py), before the app
+
 wsgi_app = os.environ["APP_MODULE"]  # "module:variable" or "module:factory()", set in the image
 
 # Server socket
@@ -43,3 +45,6 @@ forwarded_allow_ips = "*"
 # Logging: errors to stderr for `docker compose logs`. No access log: nginx logs every request
 # with its request id and upstream time; Gunicorn's own halved its throughput (make bench).
 errorlog = "-"
+if flask_stacks_logging.log_format() == "json":
+    # the error log as JSON lines; the access log stays off
+    logger_class = flask_stacks_logging.gunicorn_logger_class()

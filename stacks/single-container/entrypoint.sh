@@ -9,6 +9,10 @@ set -eu
 ALLOWED_IPS="${ALLOWED_IPS:-${ALLOWED:-}}" ALLOWED_IPS_CONF=/etc/nginx/generated/allowed-ips.conf \
     allowed-ips
 
+# the access log in LOG_FORMAT (text or json), to tini's stdout: with LOG_FORMAT=json uWSGI's
+# master reads this process tree's stdout through a socket, which nginx cannot open as a file
+ACCESS_LOG=/proc/1/fd/1 ACCESS_LOG_CONF=/etc/nginx/generated/access-log.conf log-format
+
 # HTTPS when TLS=on (a certificate in /etc/nginx/certs; the overlay compose.tls.yaml), else off
 TLS_CONF=/etc/nginx/generated/tls.conf tls
 

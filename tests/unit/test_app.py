@@ -3,6 +3,7 @@
 import hashlib
 
 import pytest
+from werkzeug.exceptions import InternalServerError
 
 from flask_stacks import create_app
 
@@ -159,6 +160,7 @@ def test_unhandled_error_is_json_500_without_traceback(client):
 def test_fault_routes_are_off_by_default(client):
     assert client.get("/fault/hang?seconds=0.01").status_code == 404
     assert client.get("/fault/grow?mib=1").status_code == 404
+    assert client.get("/fault/error").status_code == 404
 
 
 @pytest.fixture
@@ -172,6 +174,18 @@ def test_fault_hang_waits_and_names_its_worker(faulty):
         response = faulty.get("/fault/hang?" + query)
         assert response.status_code == 200, query
         assert response.json["hung"] == 0.05 and response.json["pid"] > 0
+
+
+def test_fault_error_logs_its_traceback_and_answers_json_500(faulty, caplog):
+    response = faulty.get("/fault/error")
+    assert response.status_code == 500
+    assert response.json == {
+        "error": "Internal Server Error",
+        "status": 500,
+        "detail": InternalServerError.description,
+    }
+    (record,) = [r for r in caplog.records if r.exc_info]
+    assert "fault route: an error on purpose" in str(record.exc_info[1])
 
 
 def test_fault_grow_keeps_the_memory(faulty):

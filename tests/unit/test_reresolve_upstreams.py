@@ -79,13 +79,13 @@ def run(tmp_path: Path, config: str, answers: list[str], **env: str) -> subproce
 def test_watches_the_host_names_only(tmp_path):
     result = run(tmp_path, CONFIG, ["172.18.0.2"])
     assert result.returncode == 0, result.stderr
-    assert "watching app1 app2 backend.internal gunicorn-app every 2 s" in result.stdout
+    assert "watching app1 app2 backend.internal gunicorn-app every 2 s" in result.stderr
 
 
 def test_reloads_when_an_address_changes_and_not_otherwise(tmp_path):
     result = run(tmp_path, CONFIG, ["172.18.0.2", "172.18.0.2", "172.18.0.9", "172.18.0.9"])
     assert result.stdout.count("nginx -s reload") == 1, result.stdout
-    assert "addresses changed" in result.stdout
+    assert "addresses changed" in result.stderr
 
 
 def test_keeps_nginx_addresses_while_a_name_does_not_resolve(tmp_path):
@@ -98,7 +98,7 @@ def test_unix_sockets_and_addresses_only_nothing_to_watch(tmp_path):
     config = "server { location / { uwsgi_pass unix:/run/uwsgi/uwsgi.sock; } }\n"
     result = run(tmp_path, config, ["172.18.0.2"])
     assert result.returncode == 0
-    assert "watching" not in result.stdout
+    assert "watching" not in result.stderr
 
 
 @pytest.mark.parametrize("interval", ["0", "abc", "-1", "2s", "05"])

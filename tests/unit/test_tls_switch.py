@@ -109,5 +109,5 @@ def test_reloads_once_when_the_certificate_changes(tmp_path):
 def test_waits_for_a_pair_that_loads(tmp_path):
     # changed at check 1 but `nginx -t` fails until check 2: no reload before, one after
     result, _ = run(tmp_path, checks=3, loads="no", TLS="on")
-    assert "does not load yet" in result.stdout, result.stdout
+    assert "does not load yet" in result.stderr, result.stderr
     assert result.stdout.count("nginx -s reload") == 1, result.stdout

@@ -65,8 +65,8 @@ def create_app() -> Flask:
     PROXY_COUNT     proxies in front of the app whose X-Forwarded-* headers are trusted
                     (1 behind nginx, 0 when clients connect directly)
     MAX_BODY_BYTES  largest accepted request body (413 above it)
-    FAULT_ROUTES    1: also serve /fault/hang and /fault/grow, which the failure tests use to
-                    make a worker stuck or leaking; never in production (default 0)
+    FAULT_ROUTES    1: also serve /fault/hang, /fault/grow and /fault/error, which the tests
+                    use to make a worker stuck, leaking or fail; never in production (default 0)
     """
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = _env_int("MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, 1)
@@ -136,6 +136,11 @@ def create_app() -> Flask:
             _GROWN.append(b"\x01" * int(mib * 1024 * 1024))
             kept = sum(map(len, _GROWN)) / 1024 / 1024
             return {"kept_mib": kept, "pid": os.getpid(), "hostname": socket.gethostname()}
+
+        @app.get("/fault/error")
+        def error():
+            """A bug: an unhandled exception, so the app logs its traceback and answers 500."""
+            raise RuntimeError("fault route: an error on purpose")
 
     @app.post("/echo")
     def echo():
