@@ -3,6 +3,8 @@ timeout; and what the tests read from it (failures, outages, who served)."""
 
 from __future__ import annotations
 
+import re
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -10,6 +12,31 @@ from dataclasses import dataclass, field
 
 import requests
 from requests_toolbelt.adapters.host_header_ssl import HostHeaderSSLAdapter
+
+
+@dataclass
+class RawResponse:
+    status: int
+    headers: dict[str, str]  # names lower-cased
+    body: bytes
+    raw: bytes  # the whole answer, status line and headers included
+
+
+def raw_request(base_url: str, data: bytes, timeout: float = 10) -> RawResponse:
+    """Send bytes as they are (no client library fixes them up), read until the server closes
+    (send `Connection: close` unless the request makes it close)."""
+    host, port = base_url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        sock.sendall(data)
+        raw = b""
+        while chunk := sock.recv(65536):
+            raw += chunk
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    match = re.match(r"HTTP/1\.[01] (\d{3})", status_line)
+    assert match, f"no HTTP status line in {raw[:200]!r}"
+    headers = {name.lower(): value for name, _, value in (h.partition(": ") for h in lines)}
+    return RawResponse(int(match[1]), headers, body, raw)
 
 
 @dataclass

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import time
 
 import pytest
@@ -16,7 +15,7 @@ import requests
 
 from harness.compose import NGINX_STACKS, SPLIT_STACKS, Stack
 from harness.faults import app_server, in_flight
-from harness.traffic import Background, summary, wait_for
+from harness.traffic import Background, raw_request, summary, wait_for
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -31,20 +30,6 @@ WORKER_DEATH = re.compile(
 
 # the checks of nginx's own limits, headers and static files: every stack with nginx in front
 behind_nginx = pytest.mark.stacks(*NGINX_STACKS)
-
-
-def raw_request(base_url: str, data: bytes, timeout: float = 10) -> tuple[int, bytes]:
-    """Send bytes as they are (no client library fixes them up); return (status, response)."""
-    host, port = base_url.removeprefix("http://").rsplit(":", 1)
-    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
-        sock.sendall(data)
-        response = b""
-        while chunk := sock.recv(65536):
-            response += chunk
-    status_line = response.split(b"\r\n", 1)[0].decode("latin-1")
-    match = re.match(r"HTTP/1\.[01] (\d{3})", status_line)
-    assert match, f"no HTTP status line in {response[:200]!r}"
-    return int(match.group(1)), response
 
 
 # --- containers ------------------------------------------------------------------------------
@@ -160,11 +145,11 @@ def test_static_directory_is_not_listed(stack, base_url):
     ],
 )
 def test_no_escape_from_the_static_root(stack, base_url, path):
-    status, response = raw_request(
+    answer = raw_request(
         base_url, f"GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode()
     )
-    assert status in (400, 404), f"{stack.name}: {path} -> {status}"
-    assert b"root:" not in response and b"create_app" not in response, f"{path} leaked a file"
+    assert answer.status in (400, 404), f"{stack.name}: {path} -> {answer.status}"
+    assert b"root:" not in answer.raw and b"create_app" not in answer.raw, f"{path} leaked a file"
 
 
 @behind_nginx
@@ -216,10 +201,10 @@ def test_bad_input_gets_a_clear_status_and_harms_nothing(stack, base_url):
     since = time.time()
     workers = {s: [w["pid"] for w in app_server(stack, s).workers] for s in stack.app_services()}
     for what, (data, statuses) in BAD_REQUESTS.items():
-        status, response = raw_request(base_url, data)
-        assert status in statuses, f"{stack.name}, {what}: {status} (want {statuses})"
+        answer = raw_request(base_url, data)
+        assert answer.status in statuses, f"{stack.name}, {what}: {answer.status} (want {statuses})"
         if what == "unknown method":
-            body = json.loads(response.split(b"\r\n\r\n", 1)[1])
+            body = json.loads(answer.body)
             assert body["status"] == 405, body
     bad_slow = requests.get(base_url + "/slow?seconds=x", timeout=10)
     assert bad_slow.status_code == 400 and bad_slow.json()["status"] == 400

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import socket
 import time
 import uuid
 
@@ -16,6 +15,7 @@ import pytest
 import requests
 
 from harness.compose import ROOT, Stack
+from harness.traffic import raw_request
 
 STATIC_FILE = ROOT / "shared/app/flask_stacks/static/hello.txt"
 
@@ -189,6 +189,7 @@ def test_echo_hashes_the_body(stack, base_url):
     assert response.json() == {"length": len(body), "sha256": hashlib.sha256(body).hexdigest()}
 
 
+CLOSE = b"\r\nConnection: close\r\n\r\n"  # one request per connection: read to the end
 # Requests nginx itself refuses (snippets/server-defaults.conf's error_page), sent as raw bytes:
 # requests would refuse to send some of them. Status expected, what is sent after the method.
 NGINX_REFUSALS = {
@@ -207,20 +208,6 @@ NGINX_REFUSALS = {
 }
 
 
-def raw_request(base_url: str, data: bytes) -> tuple[int, dict[str, str], bytes]:
-    """Status, headers (lower-case names) and body of one request sent as bytes."""
-    host, port = base_url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=10) as conn:
-        conn.sendall(data.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n", 1))
-        answer = b""
-        while chunk := conn.recv(65536):
-            answer += chunk
-    head, _, body = answer.partition(b"\r\n\r\n")
-    status_line, *lines = head.decode("latin-1").split("\r\n")
-    headers = {name.lower(): value for name, value in (line.split(": ", 1) for line in lines)}
-    return int(status_line.split()[1]), headers, body
-
-
 def test_nginx_errors_are_json_with_the_request_id(stack, base_url):
     """nginx's own refusals answer the app's JSON shape, with the id also in X-Request-ID (the
     502 and 504 bodies: test_failures.py)."""
@@ -228,13 +215,14 @@ def test_nginx_errors_are_json_with_the_request_id(stack, base_url):
         assert "nginx" not in stack.services(), f"{stack.name} should have no nginx"
         return
     for case, (status, data) in NGINX_REFUSALS.items():
-        got, headers, body = raw_request(base_url, data)
-        assert got == status, f"{stack.name}: {case} -> {got}, not {status}: {body[:200]!r}"
+        answer = raw_request(base_url, data.replace(b"\r\n\r\n", CLOSE, 1))
+        assert answer.status == status, f"{stack.name}: {case} -> {answer.raw[:300]!r}"
+        headers = answer.headers
         assert headers.get("content-type") == "application/json", f"{case}: {headers}"
-        answer = json.loads(body)
-        assert answer.pop("request_id") == headers["x-request-id"], f"{case}: {answer}"
-        assert answer.keys() == {"error", "status", "detail"} and answer["status"] == status
-        assert answer["error"] and answer["detail"], f"{case}: {answer}"
+        body = json.loads(answer.body)
+        assert body.pop("request_id") == headers["x-request-id"], f"{case}: {body}"
+        assert body.keys() == {"error", "status", "detail"} and body["status"] == status
+        assert body["error"] and body["detail"], f"{case}: {body}"
 
 
 def test_body_over_limit_is_413(stack, base_url):
