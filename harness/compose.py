@@ -227,16 +227,21 @@ class Stack:
                 )
             time.sleep(0.3)
 
-    def wait_for_log(self, service: str, needle: str, timeout: float = 5.0) -> str:
-        """The first log line of `service` with `needle` (nginx flushes its log every second)."""
+    def wait_for_log(self, service: str, needle: str, timeout: float = 5.0, parse=None):
+        """The first log line of `service` with `needle` (nginx flushes its log every second);
+        with `parse`, the first such line it makes something of, as what it made."""
         deadline = time.monotonic() + timeout
         while True:
-            for line in self.logs(service).splitlines():
-                if needle in line:
-                    return line
+            lines = [line for line in self.logs(service).splitlines() if needle in line]
+            for line in lines:
+                found = parse(line) if parse else line
+                if found:
+                    return found
             if time.monotonic() > deadline:
+                what = f" that {parse.__name__} reads" if parse else ""
                 raise AssertionError(
-                    f"{self.name}: no {service} log line with {needle!r} in {timeout} s"
+                    f"{self.name}: no {service} log line with {needle!r}{what} in {timeout} s;"
+                    f" lines with it: {lines[:5]}"
                 )
             time.sleep(0.3)
 
@@ -249,18 +254,8 @@ class Stack:
         """nginx's access log line with `needle` (a request id, a unique URI), parsed the same
         from either LOG_FORMAT (shared/nginx/nginx.conf's `main` or `json`): client, uri,
         status, request_id, upstream (None for none), upstream_response_time, as strings."""
-        deadline = time.monotonic() + timeout
-        while True:
-            lines = [line for line in self.logs(self.front).splitlines() if needle in line]
-            for line in lines:  # single-container: the app's own lines are in this log too
-                fields = self._access_fields(line)
-                if fields:
-                    return fields
-            assert time.monotonic() < deadline, (
-                f"{self.name}: no nginx access log line ({self.log_format}) with {needle!r} in "
-                f"{timeout} s; lines with it: {lines}"
-            )
-            time.sleep(0.3)
+        # single-container: the app's own lines are in this log too, so parse, not just match
+        return self.wait_for_log(self.front, needle, timeout, parse=self._access_fields)
 
     def served(self, logs: str, uri: str, status: int) -> bool:
         """Whether nginx's access log lines in `logs` (either LOG_FORMAT) have a GET of `uri`
@@ -272,6 +267,7 @@ class Stack:
         )
 
     def _access_fields(self, line: str) -> dict | None:
+        """An nginx access log line in the stack's LOG_FORMAT as fields, else None."""
         if self.log_format == "json":
             try:
                 fields = json.loads(line)

@@ -191,7 +191,7 @@ def test_echo_hashes_the_body(stack, base_url):
 
 CLOSE = b"\r\nConnection: close\r\n\r\n"  # one request per connection: read to the end
 # Requests nginx itself refuses (snippets/server-defaults.conf's error_page), sent as raw bytes:
-# requests would refuse to send some of them. Status expected, what is sent after the method.
+# requests would refuse to send some of them. Each: the status expected, the bytes sent.
 NGINX_REFUSALS = {
     "a request line that is not HTTP": (400, b"GARBAGE\r\n\r\n"),
     "a 64 KiB URI": (414, b"GET /" + b"a" * 65536 + b" HTTP/1.1\r\nHost: x\r\n\r\n"),

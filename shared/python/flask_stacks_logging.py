@@ -46,20 +46,20 @@ def json_formatter() -> logging.Formatter:
     return JsonFormatter(FIELDS, rename_fields=RENAMED, datefmt="%Y-%m-%dT%H:%M:%S%z")
 
 
-def json_handler() -> logging.Handler:
-    handler = logging.StreamHandler(sys.stderr)
+def as_json(handler: logging.Handler) -> logging.Handler:
+    """The handler, writing JSON records that carry the request id."""
     handler.setFormatter(json_formatter())
     handler.addFilter(RequestId())
     return handler
 
 
 def configure() -> None:
-    """With LOG_FORMAT=json, the root logger writes JSON lines (level INFO: the app's info
-    records too, as Flask's own default handler would show its warnings and errors)."""
+    """With LOG_FORMAT=json, the root logger writes JSON lines to stderr, from level INFO (the
+    app's info records too; Flask's own handler would show warnings and errors only)."""
     if log_format() != "json":
         return
     root = logging.getLogger()
-    root.handlers[:] = [json_handler()]
+    root.handlers[:] = [as_json(logging.StreamHandler(sys.stderr))]
     root.setLevel(logging.INFO)
 
 
@@ -72,8 +72,7 @@ def gunicorn_logger_class():
         def setup(self, cfg) -> None:
             super().setup(cfg)
             for handler in self.error_log.handlers:
-                handler.setFormatter(json_formatter())
-                handler.addFilter(RequestId())
+                as_json(handler)
 
     return JsonLogger
 
