@@ -6,6 +6,7 @@ STACKS := $(sort $(patsubst stacks/%/compose.yaml,%,$(wildcard stacks/*/compose.
 STACK  ?=
 TLS    ?=
 ACME   ?=
+METRICS ?=
 PYTEST_ARGS ?=
 # Your app instead of the demo app (README.md, "Your app"): APP=path/to/project APP_MODULE=...
 # (and APP_STATIC, HEALTH_PATH, APP_DATA, APP_RELEASE_CMD, SECRETS_AS_ENV); make passes
@@ -18,7 +19,11 @@ VENV   := .venv/bin
 WITH_IMAGES = set -a && . ./.images.env && set +a &&
 # HTTPS overlays (docs/https.md): TLS=1 adds the stack's TLS overlay, ACME=1 certbot on top
 TLS_OVERLAY = $(firstword $(wildcard stacks/$(STACK)/compose.tls.yaml) shared/compose/tls.yaml)
-OVERLAYS = $(if $(TLS)$(ACME),-f $(TLS_OVERLAY)) $(if $(ACME),-f shared/compose/acme.yaml)
+# METRICS=1 (docs/metrics.md): the app counts its requests; the overlays add Prometheus and the
+# NGINX exporter (the stack's own compose.metrics.yaml where its services differ)
+METRICS_OVERLAYS = shared/compose/metrics.yaml $(wildcard stacks/$(STACK)/compose.metrics.yaml)
+OVERLAYS = $(if $(TLS)$(ACME),-f $(TLS_OVERLAY)) $(if $(ACME),-f shared/compose/acme.yaml) \
+           $(if $(filter 1,$(METRICS)),$(addprefix -f ,$(METRICS_OVERLAYS)))
 # the app's compose variables (image, build context, project name...), checked first: exit 2
 # with what to fix
 WITH_APP = app_env=$$(python3 scripts/app.py env $(STACK)) || exit 2; eval "$$app_env" &&
@@ -59,6 +64,9 @@ check-stack:
 	@if [ -n "$(TLS)$(ACME)" ] && ! grep -qE '^  nginx:' stacks/$(STACK)/compose.yaml \
 	  && [ ! -f stacks/$(STACK)/compose.tls.yaml ]; then \
 	  echo "$(STACK) has no nginx to terminate TLS; TLS=1 works with the nginx stacks" >&2; exit 2; fi
+	@case "$(METRICS)" in ""|0|1) ;; *) echo "METRICS='$(METRICS)' must be 1 (on) or 0 (off, the default)" >&2; exit 2 ;; esac
+	@if [ "$(METRICS)" = 1 ] && [ "$(STACK)" = flask-dev ]; then \
+	  echo "flask-dev is for development: METRICS=1 works with the nginx stacks" >&2; exit 2; fi
 	@if [ -n "$(ACME)" ] && ! grep -qE '^  nginx:' stacks/$(STACK)/compose.yaml; then \
 	  echo "ACME=1 needs a stack with an nginx service; for $(STACK) mount certbot's files (docs/https.md)" >&2; exit 2; fi
 
@@ -77,7 +85,7 @@ certs/fullchain.pem:
 secrets: ## make the app's secret_key in secrets/ if missing (never overwritten; git ignores it)
 	@python3 scripts/app.py secrets
 
-up: check-stack secrets ## build and start STACK (APP=: your app; TLS=1: HTTPS; ACME=1: Let's Encrypt), wait until healthy
+up: check-stack secrets ## build and start STACK (APP=: your app; TLS=1: HTTPS; ACME=1: Let's Encrypt; METRICS=1: Prometheus), wait until healthy
 	@scripts/setup.sh docker
 	@$(COMPOSE) up --build --detach --wait --wait-timeout 180 \
 	  || { $(WITH_IMAGES) python3 scripts/app.py diagnose $(STACK) $(OVERLAYS); exit 1; }
@@ -116,7 +124,7 @@ $(addprefix up-,$(FAMILIES)): up-%: secrets # bring a server family's stacks up 
 $(addprefix down-,$(FAMILIES)): down-%: # stop a server family, remove its containers (volumes stay)
 	@docker compose -f docker-compose.$*.yml down --remove-orphans
 
-lint: ## check every config: ruff, hadolint, shellcheck, compose config, nginx -t, gixy
+lint: ## check every config: ruff, hadolint, shellcheck, compose config, nginx -t, gixy, promtool
 	@scripts/setup.sh all
 	@scripts/lint.sh
 

@@ -181,7 +181,9 @@ class Export:
             inside = "nginx/" + "/".join(parts[2:])
         elif parts[:2] == ("shared", "uwsgi"):
             inside = "uwsgi/" + "/".join(parts[2:])
-        elif parts[:2] in (("shared", "docker"), ("shared", "certbot"), ("shared", "python")):
+        elif parts[:2] in (("shared", "python"), ("shared", "prometheus")):
+            inside = "/".join(parts[1:])  # python/, prometheus/
+        elif parts[:2] in (("shared", "docker"), ("shared", "certbot")):
             inside = "docker/" + "/".join(parts[2:])
         elif parts[0] == "stacks" and source.name == "default.conf":
             inside = "nginx/default.conf"

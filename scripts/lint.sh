@@ -79,6 +79,23 @@ for file in shared/compose/tls.yaml shared/compose/acme.yaml stacks/*/compose.tl
   check "compose config: $file" docker compose -f stacks/nginx-uwsgi-socket/compose.yaml \
     -f shared/compose/tls.yaml ${file:+-f "$file"} config --quiet
 done
+# METRICS=1: the overlay over every stack that takes it (all but flask-dev), with the stack's own
+for file in stacks/*/compose.yaml; do
+  stack=$(basename "$(dirname "$file")")
+  [ "$stack" = flask-dev ] && continue
+  overlays=(-f shared/compose/metrics.yaml)
+  [ -f "stacks/$stack/compose.metrics.yaml" ] && overlays+=(-f "stacks/$stack/compose.metrics.yaml")
+  check "compose config: $stack + METRICS=1" docker compose -f "$file" "${overlays[@]}" config --quiet
+done
+# Prometheus' config and alert rules, by promtool in the Prometheus image the overlay runs:
+# syntax, then the rules' unit tests (shared/prometheus/alerts.test.yml)
+promtool() {
+  docker run --rm --network none -v "$PWD/shared/prometheus:/etc/prometheus:ro" \
+    --workdir /etc/prometheus --entrypoint promtool "${PROMETHEUS_IMAGE:-prom/prometheus:v3.13.2}" "$@"
+}
+check "promtool check config" promtool check config prometheus.yml
+check "promtool test rules" promtool test rules alerts.test.yml
+
 for file in stacks/*/compose.yaml; do
   stack=$(basename "$(dirname "$file")")
   tls_overlay=shared/compose/tls.yaml

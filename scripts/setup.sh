@@ -12,6 +12,9 @@ DEFAULT_PYTHON_IMAGE=python:3.13-slim-trixie
 DEFAULT_NGINX_IMAGE=nginx:1.28
 DEFAULT_CERTBOT_IMAGE=certbot/certbot:v4.0.0          # ACME overlay (shared/compose/acme.yaml)
 DEFAULT_PEBBLE_IMAGE=ghcr.io/letsencrypt/pebble:2.6.0  # ACME test server (tests/acme/)
+# METRICS=1 (shared/compose/metrics.yaml): Prometheus 3.13 is an LTS release (to July 2027)
+DEFAULT_PROMETHEUS_IMAGE=prom/prometheus:v3.13.2
+DEFAULT_NGINX_EXPORTER_IMAGE=nginx/nginx-prometheus-exporter:1.4.1
 STANDIN_SUITE=trixie                      # same Debian release as the official images above
 IMAGES_ENV=.images.env                    # what the Makefile and tests pass to compose
 
@@ -129,10 +132,12 @@ saved_images_ok() {
       flask-stacks-standin/nginx:*) [ "$value" = "$NGINX_STANDIN" ] || return 1 ;;
       flask-stacks-standin/certbot:*) [ "$value" = "$CERTBOT_STANDIN" ] || return 1 ;;
       flask-stacks-standin/pebble:*) [ "$value" = "$PEBBLE_STANDIN" ] || return 1 ;;
+      flask-stacks-standin/prometheus:*) [ "$value" = "$PROMETHEUS_STANDIN" ] || return 1 ;;
+      flask-stacks-standin/nginx-exporter:*) [ "$value" = "$NGINX_EXPORTER_STANDIN" ] || return 1 ;;
     esac
     image_present "$value" || return 1
   done <"$IMAGES_ENV"
-  for key in PYTHON_IMAGE NGINX_IMAGE CERTBOT_IMAGE PEBBLE_IMAGE; do  # an older file lacks some
+  for key in PYTHON_IMAGE NGINX_IMAGE CERTBOT_IMAGE PEBBLE_IMAGE PROMETHEUS_IMAGE NGINX_EXPORTER_IMAGE; do  # an older file lacks some
     grep -q "^$key=" "$IMAGES_ENV" || return 1
   done
 }
@@ -149,12 +154,16 @@ ensure_images() {
   NGINX_STANDIN=$(standin_tag nginx "$STANDIN_SUITE")
   CERTBOT_STANDIN=$(standin_tag certbot "$STANDIN_SUITE")
   PEBBLE_STANDIN=$(standin_tag pebble "$STANDIN_SUITE")
+  PROMETHEUS_STANDIN=$(standin_tag prometheus "$STANDIN_SUITE")
+  NGINX_EXPORTER_STANDIN=$(standin_tag nginx-exporter "$STANDIN_SUITE")
   saved_images_ok && return 0
   local env
   env=$(resolve_image PYTHON_IMAGE "$DEFAULT_PYTHON_IMAGE" python "$PYTHON_STANDIN"
         resolve_image NGINX_IMAGE "$DEFAULT_NGINX_IMAGE" nginx "$NGINX_STANDIN"
         resolve_image CERTBOT_IMAGE "$DEFAULT_CERTBOT_IMAGE" certbot "$CERTBOT_STANDIN"
-        resolve_image PEBBLE_IMAGE "$DEFAULT_PEBBLE_IMAGE" pebble "$PEBBLE_STANDIN")
+        resolve_image PEBBLE_IMAGE "$DEFAULT_PEBBLE_IMAGE" pebble "$PEBBLE_STANDIN"
+        resolve_image PROMETHEUS_IMAGE "$DEFAULT_PROMETHEUS_IMAGE" prometheus "$PROMETHEUS_STANDIN"
+        resolve_image NGINX_EXPORTER_IMAGE "$DEFAULT_NGINX_EXPORTER_IMAGE" nginx-exporter "$NGINX_EXPORTER_STANDIN")
   if [ "$env" != "$(cat "$IMAGES_ENV" 2>/dev/null)" ]; then
     printf '%s\n' "$env" >"$IMAGES_ENV"
     log "base images: $(echo "$env" | tr '\n' ' ')"

@@ -32,7 +32,7 @@ COPY stacks/single-container/entrypoint.sh /usr/local/bin/entrypoint
 # the tools the compose stacks mount (shared/compose/services.yaml), at the same paths
 COPY shared/docker/healthcheck.py /opt/flask-stacks/bin/healthcheck
 COPY shared/docker/secrets-env.sh /opt/flask-stacks/bin/secrets-env
-COPY shared/python/flask_stacks_logging.py /opt/flask-stacks/lib/flask_stacks_logging.py
+COPY shared/python/ /opt/flask-stacks/lib/
 
 # nginx serves the app's static folder (APP_STATIC, inside the app's folder) as /static/
 ARG APP_STATIC=flask_stacks/static

@@ -7,6 +7,7 @@ import multiprocessing
 import os
 
 import flask_stacks_logging  # LOG_FORMAT (shared/python/flask_stacks_logging.py), before the app
+import flask_stacks_metrics  # METRICS: every worker counts its requests (before the app too)
 
 wsgi_app = os.environ["APP_MODULE"]  # "module:variable" or "module:factory()", set in the image
 
@@ -48,3 +49,10 @@ errorlog = "-"
 if flask_stacks_logging.log_format() == "json":
     # the error log as JSON lines; the access log stays off
     logger_class = flask_stacks_logging.gunicorn_logger_class()
+
+# Metrics (METRICS=1, docs/metrics.md): the workers' counters added up, served on port 9102 of
+# the compose network by a thread of the master, which never forks from a worker's state
+if flask_stacks_metrics.enabled():
+
+    def when_ready(server):
+        flask_stacks_metrics.start_in_background()
