@@ -103,9 +103,11 @@ def ephemeral_ports(*patterns: str) -> dict[str, str]:
     make bench's baselines) set to 127.0.0.1:0: the OS picks free ports, so tests never collide
     with each other or with a stack a user has up."""
     names = set()
-    for compose in (
-        p for pattern in ("stacks/*/compose.yaml", *patterns) for p in ROOT.glob(pattern)
-    ):
+    defaults = (
+        "stacks/*/compose.yaml",
+        "shared/compose/*.yaml",
+    )  # the overlays' (PROMETHEUS_PUBLISH)
+    for compose in (p for pattern in (*defaults, *patterns) for p in ROOT.glob(pattern)):
         names.update(re.findall(r"\$\{([A-Z0-9_]+_PUBLISH):-", compose.read_text()))
     return dict.fromkeys(sorted(names), "127.0.0.1:0")
 
@@ -137,7 +139,7 @@ class Stack:
     def app_services(self) -> list[str]:
         """The app-server services (app, or app1 and app2 in the pair), sorted: compose lists
         services in an order that varies between runs, and tests pick the first."""
-        return sorted(name for name in self.services() if "nginx" not in name)
+        return sorted(name for name in self.services() if re.fullmatch(r"app\d*", name))
 
     def compose(
         self, *args: str, check: bool = True, timeout: float = 120, env: dict | None = None
@@ -172,14 +174,33 @@ class Stack:
     def exec(self, service: str, *cmd: str, check: bool = True) -> str:
         return self.compose("exec", "-T", service, *cmd, check=check).stdout
 
+    def has_shell(self, service: str) -> bool:
+        """Whether the service's image has a shell to exec (the NGINX exporter's is `scratch`)."""
+        return self.compose("exec", "-T", service, "sh", "-c", "true", check=False).returncode == 0
+
     def processes(self, service: str) -> list[dict[str, str]]:
         """Every process of the service's container: its /proc/<pid>/status fields (Name, Uid,
-        CapEff, CapPrm, NoNewPrivs...)."""
-        status = self.exec(service, "sh", "-c", "cat /proc/[0-9]*/status")
-        return [
+        CapEff, CapPrm, NoNewPrivs...). An image without a shell is read from a throwaway
+        container in its PID namespace (the app's image, no privileges), whose own processes,
+        entering from outside, have parent 0 and are left out."""
+        script = (
+            "exec cat /proc/[0-9]*/status"  # exec: cat itself, parent 0, in the other namespace
+        )
+        if self.has_shell(service):
+            status = self.exec(service, "sh", "-c", script)
+        else:
+            container = self.compose("ps", "--quiet", service).stdout.split()[0]
+            image = self.env.get("APP_IMAGE") or "flask-stacks/app:latest"
+            status = subprocess.run(
+                ["docker", "run", "--rm", f"--pid=container:{container}", "--network=none",
+                 "--user=65534", "--cap-drop=ALL", "--entrypoint=sh", image, "-c", script],
+                capture_output=True, text=True, check=True, timeout=60,
+            ).stdout  # fmt: skip
+        blocks = [
             dict(re.findall(r"^(\w+):\s*(.*)$", "Name:" + block, flags=re.MULTILINE))
             for block in status.split("Name:")[1:]
         ]
+        return [fields for fields in blocks if fields.get("Pid") == "1" or fields["PPid"] != "0"]
 
     def logs(self, *services: str, since: float | None = None, stderr: bool = True) -> str:
         """Logs of the services (all when none given), stdout and stderr, restarting ones too:
@@ -244,6 +265,11 @@ class Stack:
                     f" lines with it: {lines[:5]}"
                 )
             time.sleep(0.3)
+
+    @property
+    def metrics(self) -> bool:
+        """Whether the stack runs with METRICS=1 (Prometheus beside it: harness.metrics)."""
+        return self.env.get("METRICS") == "1"
 
     @property
     def log_format(self) -> str:

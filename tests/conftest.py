@@ -18,6 +18,7 @@ import os
 
 import pytest
 
+from harness import metrics
 from harness.compose import (
     STACKS,
     Stack,
@@ -177,6 +178,9 @@ TEST_ENV = {"FAULT_ROUTES": "1"}
 # the stacks that run every check with LOG_FORMAT=json (uWSGI split from nginx, and in one
 # container with it); the others keep the default text logs, so both are held to the contract
 JSON_LOG_STACKS = ("nginx-uwsgi-tcp", "single-container")
+# the stacks that run every check with METRICS=1 (Prometheus and the NGINX exporter beside them):
+# one uWSGI and one Gunicorn stack, whose forked workers the counts must add up across
+METRICS_STACKS = ("nginx-uwsgi-tcp", "nginx-gunicorn-gevent")
 FRESH: set[str] = set()  # projects no module has used yet: nothing to restore
 DOWN: set[str] = set()  # projects taken down after their last check
 
@@ -185,7 +189,12 @@ DOWN: set[str] = set()  # projects taken down after their last check
 def running_stack(request, images) -> Stack:
     """A stack (the parameter), up once for every test that checks it, always taken down."""
     log_format = "json" if request.param in JSON_LOG_STACKS else "text"
-    stack = start_stack(request.param, env={**TEST_ENV, "LOG_FORMAT": log_format})
+    env = {**TEST_ENV, "LOG_FORMAT": log_format}
+    overlays: tuple = ()
+    if request.param in METRICS_STACKS:
+        env["METRICS"] = "1"
+        overlays = metrics.overlays(request.param)
+    stack = start_stack(request.param, overlays=overlays, env=env)
     FRESH.add(stack.project)
     try:
         yield stack
