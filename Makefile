@@ -105,9 +105,9 @@ run: check-stack secrets ## run CMD='...' once in a fresh app container of STACK
 
 DEST  ?=
 FORCE ?=
-export: check-stack ## write DEST: a folder that runs STACK alone (APP=, TLS=1, ACME=1; FORCE=1 overwrites)
+export: check-stack ## write DEST: a folder that runs STACK alone (APP=, TLS=1, ACME=1, METRICS=1; FORCE=1 overwrites)
 	@scripts/setup.sh venv
-	@$(VENV)/python scripts/app.py export $(STACK) "$(DEST)" $(if $(TLS),--tls) $(if $(ACME),--acme) $(if $(FORCE),--force)
+	@$(VENV)/python scripts/app.py export $(STACK) "$(DEST)" $(if $(TLS),--tls) $(if $(ACME),--acme) $(if $(filter 1,$(METRICS)),--metrics) $(if $(FORCE),--force)
 
 logs: check-stack ## follow STACK's logs
 	@$(COMPOSE) logs --follow --tail 100

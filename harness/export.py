@@ -22,6 +22,8 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
 
 from harness import apps
+from harness import metrics as harness_metrics
+from harness.compose import nginx_in_front
 
 ROOT = apps.ROOT
 # a ${VAR:-default} (or ${VAR-default}) reference; VARIABLE: a value that starts with one
@@ -44,6 +46,10 @@ OTHER_WHYS = {
     "NGINX_IMAGE": "nginx's image: the official one",
     "SECRETS_DIR": "the folder of the secret files (git-ignored): secret_key",
     "FAULT_ROUTES": "1 only under flask-stacks' tests (the demo app's /fault/* routes)",
+    "METRICS": "1: the app counts its requests for Prometheus (port 9102, never published)",
+    "PROMETHEUS_IMAGE": "Prometheus' image: the official one (an LTS release)",
+    "NGINX_EXPORTER_IMAGE": "the NGINX Prometheus exporter's image: the official one",
+    "PROMETHEUS_PUBLISH": "the host address:port of Prometheus' query API and graphs: loopback",
 }
 PUBLISH_WHY = (
     "the host address:port nginx is published on: the host's loopback by default; e.g. "
@@ -189,6 +195,8 @@ class Export:
             inside = "nginx/default.conf"
         elif parts[0] == "stacks" and source.suffix == ".ini":
             inside = "uwsgi/" + source.name
+        elif parts[0] == "stacks" and source.name.startswith("prometheus"):
+            inside = "prometheus/" + source.name  # the pair's list of app servers to scrape
         elif parts[0] == "stacks" and source.name == "gunicorn.conf.py":
             inside = "gunicorn/gunicorn.conf.py"
         elif parts[0] == "stacks":
@@ -324,6 +332,8 @@ class Export:
         """Every ${VAR:-default} of an app setting defaults to this app's value, so that a bare
         `docker compose up` in DEST serves it (.env can still change each)."""
         values = self.app.compose_env()
+        if any(p.name.endswith("metrics.yaml") for p in self.overlays):
+            values["METRICS"] = "1"  # exported with its metrics overlay: counting on by default
         values.pop("APP_CONTEXT")
         values.pop("APP_DOCKERFILE")
         values.pop("SECRETS_DIR")
@@ -383,7 +393,7 @@ class Export:
         ]
         for name in sorted(seen):
             default, why = seen[name]
-            if name.endswith("_PUBLISH"):
+            if name.endswith("_PUBLISH") and name not in OTHER_WHYS:
                 why = PUBLISH_WHY
             out += ["", f"# {why or 'see compose.yaml'}", f"# {name}={default}"]
         return "\n".join(out) + "\n"
@@ -399,6 +409,12 @@ class Export:
             )
         )
         server = app_server_line(self.stack)
+        metrics = ""
+        if any(p.name.endswith("metrics.yaml") for p in self.overlays):
+            metrics = (
+                "- `prometheus/`: Prometheus' config, alert rules and the app servers it scrapes;"
+                "\n  its query API and graphs on http://127.0.0.1:9090/ (PROMETHEUS_PUBLISH).\n"
+            )
         return f"""# {self.stack}: exported by flask-stacks
 
 Serves {app} the way the `{self.stack}` stack does, with nothing outside this folder but
@@ -425,7 +441,9 @@ Files:
   containers: the healthcheck, the release step (runs APP_RELEASE_CMD, then checks that
   APP_MODULE loads), secrets as variables.
 - `nginx/`: nginx.conf, the server block (default.conf), the snippets and start scripts.
-"""
+- `python/`: what the app servers import before the app: LOG_FORMAT (flask_stacks_logging.py)
+  and METRICS (flask_stacks_metrics.py).
+{metrics}"""
 
     def write(self, force: bool) -> list[str]:
         """Write the folder; returns the files written. Refuses to overwrite without force."""
@@ -494,7 +512,9 @@ def app_server_line(stack: str) -> str:
     return "`compose.yaml`'s command: the development server (never in production)."
 
 
-def export(stack: str, dest: str, tls: bool, acme: bool, force: bool, env=None) -> Export:
+def export(
+    stack: str, dest: str, tls: bool, acme: bool, force: bool, env=None, metrics: bool = False
+) -> Export:
     """Check the request, then write DEST; ExportError / apps.AppError say what to fix."""
     app = apps.from_settings(env)
     if not dest:
@@ -516,6 +536,10 @@ def export(stack: str, dest: str, tls: bool, acme: bool, force: bool, env=None) 
         overlays.append(own if own.exists() else ROOT / "shared/compose/tls.yaml")
     if acme:
         overlays.append(ROOT / "shared/compose/acme.yaml")
+    if metrics:
+        if not nginx_in_front(stack):
+            raise ExportError(f"{stack} is for development: METRICS=1 works with the nginx stacks")
+        overlays.extend(harness_metrics.overlays(stack))
     job = Export(stack=stack, dest=target, app=app, overlays=overlays)
     job.write(force)
     return job

@@ -5,7 +5,7 @@
                                    shell `export` lines (make evaluates them); refuses bad
                                    settings with what to fix (exit 2)
     scripts/app.py secrets         make the app's secrets/…/secret_key if missing
-    scripts/app.py export STACK DEST [--tls] [--acme] [--force]
+    scripts/app.py export STACK DEST [--tls] [--acme] [--metrics] [--force]
                                    a folder that runs STACK alone (harness/export.py)
     scripts/app.py diagnose STACK [-f overlay ...]
                                    after a failed `up`: why (the release step's output, each
@@ -90,7 +90,8 @@ def main(argv: list[str]) -> int:
 
         stack, dest = (argv[2:4] + ["", ""])[:2]
         try:
-            job = export.export(stack, dest, "--tls" in argv, "--acme" in argv, "--force" in argv)
+            flags = {flag: f"--{flag}" in argv for flag in ("tls", "acme", "force", "metrics")}
+            job = export.export(stack, dest, **flags)
         except export.ExportError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2

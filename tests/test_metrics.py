@@ -62,17 +62,23 @@ def test_prometheus_counts_exactly_the_requests_sent(stack, base_url, prometheus
     assert difference(after, before) == SENT, f"{stack.name}: the app's counter, by route/status"
 
 
-def healthchecks(stack: Stack, service: str) -> list[float]:
-    """When the service's last healthchecks began (docker keeps the last five)."""
+def healthchecks(stack: Stack, service: str) -> list[tuple[float, float]]:
+    """When the service's last healthchecks began and ended (docker keeps the last five)."""
     log = stack.inspect(service)["State"]["Health"]["Log"]
-    return [datetime.fromisoformat(entry["Start"]).timestamp() for entry in log]
+    return [
+        (
+            datetime.fromisoformat(e["Start"]).timestamp(),
+            datetime.fromisoformat(e["End"]).timestamp(),
+        )
+        for e in log
+    ]
 
 
 def test_nginx_counts_exactly_the_requests_sent_and_its_own(stack, base_url, prometheus):
     """stub_status counts every request nginx handles: those sent, the exporter's reads of
     stub_status (one per scrape, counted in the value it returns), and the nginx container's
-    own healthchecks (docker's log says when each began). A healthcheck too close to a scrape
-    to say on which side it fell makes the window ambiguous: try the next one."""
+    own healthchecks (docker's log says when each ran). A healthcheck that ran while a scrape
+    began cannot be placed on one side of it: then try the next window."""
     interval = seconds(config()["global"]["scrape_interval"])
     attempts = []
     for _ in range(4):
@@ -83,11 +89,12 @@ def test_nginx_counts_exactly_the_requests_sent_and_its_own(stack, base_url, pro
         (end,) = prometheus.stamped(NGINX_COUNT)
         checks = healthchecks(stack, "nginx")
         attempts.append((start, end, checks))
-        near = [t for t in checks for edge in (start.time, end.time) if edge - 1.0 < t < edge + 0.1]
-        if near or min(checks) > start.time:  # too close to call, or older ones not kept
+        # the exporter reads stub_status a few ms after the scrape begins
+        near = [c for c in checks for edge in (start.time, end.time) if c[0] - 0.1 < edge < c[1]]
+        if near or min(c[0] for c in checks) > start.time:  # straddling, or older ones not kept
             continue
         scrapes = round((end.time - start.time) / interval)
-        own = sum(1 for t in checks if start.time < t < end.time)
+        own = sum(1 for began, _ in checks if start.time < began < end.time)
         assert end.value - start.value == sent + scrapes + own, (
             f"{stack.name}: nginx counted {end.value - start.value} between scrapes at "
             f"{start.time} and {end.time}: {sent} sent + {scrapes} stub_status reads + {own} "

@@ -194,3 +194,24 @@ def test_export_with_tls_says_so(project, tmp_path):
     assert "${TLS_CERTS_DIR:-./certs}:/etc/nginx/certs:ro" in compose
     assert 'TLS: "on"' in compose
     assert "tls.yaml" in (tmp_path / "d/README.md").read_text()
+
+
+def test_export_with_metrics_brings_prometheus_and_counts_by_default(project, tmp_path):
+    dest = tmp_path / "d"
+    job = export.export("load-balanced-pair", str(dest), False, False, False, settings(project),
+                        metrics=True)  # fmt: skip
+    assert [p.name for p in job.overlays] == ["metrics.yaml", "compose.metrics.yaml"]
+    compose = (dest / "compose.yaml").read_text()
+    assert compose.count("METRICS: ${METRICS:-1}") == 3  # release, app1, app2
+    assert "./prometheus/prometheus-targets.yml:/etc/prometheus/app-targets.yml:ro" in compose
+    for name in ("prometheus.yml", "alerts.yml"):
+        assert f"./prometheus/{name}:/etc/prometheus/{name}:ro" in compose
+        assert (dest / "prometheus" / name).is_file(), name
+    assert "app1:9102" in (dest / "prometheus/prometheus-targets.yml").read_text()
+    assert (dest / "python/flask_stacks_metrics.py").is_file()
+
+
+def test_export_with_metrics_refuses_flask_dev(project, tmp_path):
+    with pytest.raises(export.ExportError, match="METRICS=1 works with the nginx stacks"):
+        export.export("flask-dev", str(tmp_path / "d"), False, False, False, settings(project),
+                      metrics=True)  # fmt: skip
