@@ -5,7 +5,7 @@ that dies or is recycled loses nothing and no worker's count resets the sum).
 
 Imported before the app like flask_stacks_logging (uWSGI: shared/uwsgi/base.ini; Gunicorn:
 gunicorn.conf.py). The requests are seen through Flask's signals, so any Flask app is counted
-without a line of its own changed. Served on METRICS_PORT (9102), which no stack publishes:
+without a line of its own changed. Served on PORT (9102), which no stack publishes:
 uWSGI runs `python -m flask_stacks_metrics` as an attached daemon (it also reads uWSGI's
 stats server: listen queue, busy workers); Gunicorn serves it from its master (when_ready).
 Metric names and queries: docs/metrics.md.
@@ -28,8 +28,8 @@ STATUS = "flask_stacks.metrics.status"
 
 
 def enabled() -> bool:
-    """METRICS is 1 (and the directory the workers write to exists), 0 or unset; else exit
-    with what to fix."""
+    """Whether METRICS is 1 (then the directory the workers write to is made) or 0/unset;
+    any other value exits with what to fix."""
     value = os.environ.get("METRICS", "0") or "0"
     if value not in SWITCH:
         raise SystemExit(f"METRICS={value!r} must be 0 or 1 (default 0)")
@@ -39,7 +39,7 @@ def enabled() -> bool:
     if not folder:
         raise SystemExit(
             "METRICS=1 needs PROMETHEUS_MULTIPROC_DIR: a directory on a tmpfs, empty when the "
-            "app server starts (shared/compose/metrics.yaml sets /tmp/metrics)"
+            "app server starts (shared/compose/services.yaml sets /tmp/metrics)"
         )
     os.makedirs(folder, exist_ok=True)  # /tmp is a tmpfs in every stack: new with the container
     return True
@@ -63,7 +63,7 @@ def instrument() -> None:
     duration = Histogram(
         "flask_http_request_duration_seconds",
         "Time from the app receiving a request to its response (body not streamed yet).",
-        ["method", "route"],
+        ["method", "route", "status"],
     )
     # livesum: the sum over the workers alive now (a killed worker's requests are not in flight)
     in_flight = Gauge(
@@ -86,10 +86,10 @@ def instrument() -> None:
             return
         method, route = request.method, _route()
         in_flight.labels(method, route).dec()
-        duration.labels(method, route).observe(time.perf_counter() - began)
         # no response recorded: it failed after the app (an after_request hook): the server's 500
-        status = request.environ.pop(STATUS, 500)
-        requests_total.labels(method, route, str(status)).inc()
+        status = str(request.environ.pop(STATUS, 500))
+        duration.labels(method, route, status).observe(time.perf_counter() - began)
+        requests_total.labels(method, route, status).inc()
 
     # strong references (module-level closures kept by these names): blinker holds weak ones
     instrument.receivers = (started, finished, torn_down)

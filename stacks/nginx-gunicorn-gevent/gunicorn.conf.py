@@ -50,8 +50,9 @@ if flask_stacks_logging.log_format() == "json":
     # the error log as JSON lines; the access log stays off
     logger_class = flask_stacks_logging.gunicorn_logger_class()
 
-# Metrics (METRICS=1, docs/metrics.md): the workers' counters added up, served on port 9102 of
-# the compose network by a thread of the master, which never forks from a worker's state
+# Metrics (METRICS=1, docs/metrics.md): the workers' counters added up and served on port 9102 of
+# the compose network by a thread of the master (started once it is ready: the workers forked
+# from it do not have the thread)
 if flask_stacks_metrics.enabled():
 
     def when_ready(server):

@@ -74,7 +74,7 @@ def test_requests_are_counted_per_route_and_status_across_forked_workers(tmp_pat
         (("method", "GET"), ("route", "<unmatched>"), ("status", "404")): 1,
     }, "every answered request once, the dead child's too; /die never answered"
     timed = samples(result.stdout, "flask_http_request_duration_seconds_count")
-    assert timed[(("method", "GET"), ("route", "/"))] == 4
+    assert timed[(("method", "GET"), ("route", "/"), ("status", "200"))] == 4
     in_flight = samples(result.stdout, "flask_http_requests_in_flight")
     assert set(in_flight.values()) == {0}, (
         f"a killed worker's request is not in flight: {in_flight}"
