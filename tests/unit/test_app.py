@@ -205,3 +205,62 @@ def test_bad_fault_routes_setting_stops_the_start(monkeypatch, value):
     monkeypatch.setenv("FAULT_ROUTES", value)
     with pytest.raises(RuntimeError, match=r"FAULT_ROUTES must be a whole number from 0 to 1"):
         create_app()
+
+
+# --- long-lived connections: /ws/echo and /events -------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/ws/echo", "/events"])
+def test_long_lived_routes_name_the_gevent_stack_on_one_request_per_worker_servers(client, path):
+    response = client.get(path, headers={"Upgrade": "websocket", "Connection": "Upgrade"})
+    assert response.status_code == 501, response.data
+    assert "nginx-gunicorn-gevent" in response.json["detail"]
+
+
+@pytest.fixture
+def cheap(monkeypatch):
+    """The app as a server that holds long-lived connections cheaply (gevent) runs it."""
+    import flask_stacks
+
+    monkeypatch.setattr(flask_stacks, "_holds_long_connections", lambda: True)
+    monkeypatch.setenv("WS_ALLOWED_ORIGINS", "https://app.example.com")
+    return create_app().test_client()
+
+
+def test_a_plain_get_of_the_websocket_gets_426(cheap):
+    response = cheap.get("/ws/echo")
+    assert response.status_code == 426 and "WebSocket client" in response.json["detail"]
+
+
+@pytest.mark.parametrize("origin", ["https://evil.example.com", "http://app.example.com", "null"])
+def test_a_foreign_origin_is_refused_at_the_handshake(cheap, origin):
+    headers = {"Upgrade": "websocket", "Connection": "Upgrade", "Origin": origin}
+    response = cheap.get("/ws/echo", headers=headers)
+    assert response.status_code == 403 and "WS_ALLOWED_ORIGINS" in response.json["detail"]
+
+
+def test_events_are_numbered_and_resume_after_last_event_id(cheap, monkeypatch):
+    import flask_stacks
+
+    monkeypatch.setattr(flask_stacks, "EVENT_SECONDS", 0.01)
+    response = cheap.get("/events", headers={"Last-Event-ID": "41"})
+    assert response.status_code == 200 and response.mimetype == "text/event-stream"
+    assert response.headers["X-Accel-Buffering"] == "no"
+    chunks = response.response  # the stream, read as a client would
+    assert next(chunks) == b"retry: 10\n\n"
+    assert next(chunks).startswith(b'id: 42\nevent: tick\ndata: {"n": 42')
+    assert next(chunks).startswith(b"id: 43\n")
+    response.close()
+
+
+@pytest.mark.parametrize("value", ["x", "-1", "1" * 19])
+def test_a_bad_last_event_id_gets_400(cheap, value):
+    response = cheap.get("/events", headers={"Last-Event-ID": value})
+    assert response.status_code == 400 and "Last-Event-ID" in response.json["detail"]
+
+
+@pytest.mark.parametrize("value", ["app.example.com", "https://app.example.com/path", "ftp://x"])
+def test_a_bad_allowed_origin_stops_the_start(monkeypatch, value):
+    monkeypatch.setenv("WS_ALLOWED_ORIGINS", value)
+    with pytest.raises(RuntimeError, match="WS_ALLOWED_ORIGINS entry"):
+        create_app()

@@ -5,20 +5,28 @@ client address and scheme survived the proxy, how uploads and slow requests beha
 """
 
 import hashlib
+import json
 import math
 import os
 import socket
 import sys
 import time
+from urllib.parse import urlsplit
 
-from flask import Flask, request
-from werkzeug.exceptions import BadRequest, HTTPException, InternalServerError
+from flask import Flask, Response, request
+from flask_sock import Sock
+from werkzeug.exceptions import BadRequest, Forbidden, HTTPException, InternalServerError
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 MAX_SLOW_SECONDS = 30.0
 MAX_HANG_SECONDS = 120.0
 MAX_GROW_MIB = 1024
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024  # same limit as nginx's client_max_body_size 10m
+DEFAULT_WS_MAX_MESSAGE_BYTES = 64 * 1024
+WS_PING_SECONDS = 25  # a ping on every idle WebSocket, well inside nginx's 60 s proxy_read_timeout
+EVENT_SECONDS = 1.0  # /events: one event a second
+# the routes that hold their connection open: only a server that holds them cheaply serves them
+LONG_LIVED = ("/ws/echo", "/events")
 
 
 def _env_int(name: str, default: int, minimum: int, maximum: int | None = None) -> int:
@@ -59,17 +67,67 @@ def _blocking_sleep(seconds: float) -> None:
 _GROWN: list[bytes] = []  # what /fault/grow keeps alive in this worker
 
 
+class NotImplementedHere(HTTPException):
+    code = 501
+    description = (
+        "This server holds one request per worker: a WebSocket or an event stream would keep a "
+        "worker for as long as it is open. Serve them from the nginx-gunicorn-gevent stack."
+    )
+
+
+class UpgradeRequired(HTTPException):
+    code = 426
+    description = "A WebSocket endpoint: connect with a WebSocket client (Upgrade: websocket)."
+
+
+def _holds_long_connections() -> bool:
+    """Whether this server holds a long-lived connection for the price of a greenlet or a
+    thread, not a worker: Gunicorn's gevent worker (the socket module patched) or Werkzeug's
+    threaded development server; not uWSGI's single-threaded workers (nor sync Gunicorn)."""
+    if "werkzeug.socket" in request.environ:
+        return True
+    if "gevent" in sys.modules:
+        from gevent import monkey
+
+        return monkey.is_module_patched("socket")
+    return False
+
+
+def _allowed_origins() -> set[str]:
+    """WS_ALLOWED_ORIGINS: the browser origins allowed to open WebSockets, comma-separated
+    ("https://app.example.com,https://admin.example.com"); the page's own origin always is."""
+    raw = os.environ.get("WS_ALLOWED_ORIGINS", "")
+    origins = {entry.strip().rstrip("/") for entry in raw.split(",") if entry.strip()}
+    for origin in origins:
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path:
+            raise RuntimeError(
+                f"WS_ALLOWED_ORIGINS entry {origin!r} is not an origin: scheme://host[:port], "
+                "e.g. WS_ALLOWED_ORIGINS=https://app.example.com"
+            )
+    return origins
+
+
 def create_app() -> Flask:
     """Build the app. Settings come from the environment:
 
     PROXY_COUNT     proxies in front of the app whose X-Forwarded-* headers are trusted
                     (1 behind nginx, 0 when clients connect directly)
     MAX_BODY_BYTES  largest accepted request body (413 above it)
+    WS_ALLOWED_ORIGINS   browser origins, besides the page's own, that may open /ws/echo
+    WS_MAX_MESSAGE_BYTES largest WebSocket message (a bigger one closes it with 1009)
     FAULT_ROUTES    1: also serve /fault/hang, /fault/grow and /fault/error, which the tests
                     use to make a worker stuck, leaking or fail; never in production (default 0)
     """
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = _env_int("MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, 1)
+    # flask-sock (simple-websocket): a message above the limit closes the socket with 1009
+    app.config["SOCK_SERVER_OPTIONS"] = {
+        "ping_interval": WS_PING_SECONDS,
+        "max_message_size": _env_int("WS_MAX_MESSAGE_BYTES", DEFAULT_WS_MAX_MESSAGE_BYTES, 1),
+    }
+    origins = _allowed_origins()
+    sock = Sock(app)
     app.json.sort_keys = False
     if app.debug:  # FLASK_DEBUG=1, as `flask run --debug` sets: say so where operators look
         app.logger.warning(
@@ -141,6 +199,49 @@ def create_app() -> Flask:
         def error():
             """A bug: an unhandled exception, so the app logs its traceback and answers 500."""
             raise RuntimeError("fault route: an error on purpose")
+
+    @app.before_request
+    def long_lived_only_where_cheap():
+        """/ws/echo and /events: 501 naming the gevent stack on servers that would give each a
+        worker; then, for the WebSocket, the handshake's checks (a browser page of a foreign
+        origin gets 403, a plain GET 426) before anything is upgraded."""
+        if request.path not in LONG_LIVED:
+            return
+        if not _holds_long_connections():
+            raise NotImplementedHere()
+        if request.path != "/ws/echo":
+            return
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            raise UpgradeRequired()
+        origin = request.headers.get("Origin")  # browsers send it; other clients need not
+        own = request.host_url.rstrip("/")
+        if origin is not None and origin.rstrip("/") not in origins | {own}:
+            raise Forbidden(f"Origin {origin!r} may not open WebSockets here (WS_ALLOWED_ORIGINS).")
+
+    @sock.route("/ws/echo")
+    def ws_echo(ws):
+        """Every message back as it came: text as text, binary as binary."""
+        while True:
+            ws.send(ws.receive())
+
+    @app.get("/events")
+    def events():
+        """Server-sent events: one a second, numbered; a client that reconnects with
+        Last-Event-ID goes on from the next number."""
+        last = request.headers.get("Last-Event-ID", "0")
+        if not last.isdigit() or len(last) > 18:
+            raise BadRequest(f"Last-Event-ID must be a whole number, got {last!r}")
+
+        def stream(number: int):
+            yield f"retry: {int(EVENT_SECONDS * 1000)}\n\n"
+            while True:
+                number += 1
+                data = json.dumps({"n": number, "sent": round(time.time(), 3), "pid": os.getpid()})
+                yield f"id: {number}\nevent: tick\ndata: {data}\n\n"
+                time.sleep(EVENT_SECONDS)  # cooperative under gevent
+
+        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # nginx: pass on at once
+        return Response(stream(int(last)), mimetype="text/event-stream", headers=headers)
 
     @app.post("/echo")
     def echo():
