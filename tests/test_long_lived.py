@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import ExitStack
 
 import httpx
 import pytest
@@ -96,3 +97,40 @@ def test_long_lived_routes_name_the_gevent_stack(stack, base_url):
     with pytest.raises(InvalidStatus) as refused:
         connect(ws_url(base_url), open_timeout=10)
     assert refused.value.response.status_code == 501
+
+
+def shutting_down(stack) -> int:
+    """nginx workers of an earlier configuration still finishing their connections."""
+    script = 'for f in /proc/[0-9]*/cmdline; do tr "\\0" " " <"$f"; echo; done'
+    return stack.exec("nginx", "sh", "-c", script).count("worker process is shutting down")
+
+
+@pytest.mark.stacks(*GEVENT)
+def test_a_reload_cuts_no_open_websocket(stack, base_url):
+    """`nginx -s reload` (what the certificate watcher and the upstream re-resolver do): the
+    old workers keep relaying the sockets they hold (up to worker_shutdown_timeout), the new
+    ones take new sockets."""
+    assert "worker_shutdown_timeout 60s;" in stack.exec("nginx", "nginx", "-T")
+    with ExitStack() as held:
+        sockets = [
+            held.enter_context(connect(ws_url(base_url), open_timeout=10)) for _ in range(100)
+        ]
+        for number, ws in enumerate(sockets):
+            ws.send(f"before {number}")
+            assert ws.recv(timeout=10) == f"before {number}"
+        stack.exec("nginx", "nginx", "-s", "reload")
+        deadline = time.monotonic() + 20
+        while not shutting_down(stack):
+            assert time.monotonic() < deadline, "no nginx worker shutting down after the reload"
+            time.sleep(0.2)
+        for number, ws in enumerate(sockets):
+            ws.send(f"after {number}")
+            assert ws.recv(timeout=10) == f"after {number}", f"socket {number} after the reload"
+        with connect(ws_url(base_url), open_timeout=10) as fresh:
+            fresh.send("new")
+            assert fresh.recv(timeout=10) == "new"
+    # the sockets closed, the old workers are gone well before their 60 s
+    deadline = time.monotonic() + 20
+    while shutting_down(stack):
+        assert time.monotonic() < deadline, "old nginx workers linger after their sockets closed"
+        time.sleep(0.2)
