@@ -15,8 +15,10 @@ from pathlib import Path
 import httpx
 import pytest
 import requests
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
 
-from harness.compose import NGINX_STACKS, Stack, stop_stack
+from harness.compose import NGINX_STACKS, Stack, app_server_of, stop_stack
 from harness.tls import (
     TLS_STACKS,
     make_certs,
@@ -186,3 +188,17 @@ def test_bad_tls_settings_stop_nginx_with_the_fix(stack, tmp_path):
             )
     finally:
         assert stack.recreate("nginx", {}).returncode == 0, "nginx did not come back"
+
+
+def test_websockets_over_tls(stack, https_url, local_ca):
+    """wss:// through nginx's TLS: an echo on the gevent stack, 501 naming it elsewhere."""
+    context = ssl.create_default_context(cafile=local_ca / "ca.pem")
+    url = https_url.replace("https://", "wss://", 1) + "/ws/echo"
+    if app_server_of(stack.name) == "gunicorn":
+        with connect(url, ssl=context, open_timeout=10) as ws:
+            ws.send("over TLS")
+            assert ws.recv(timeout=10) == "over TLS"
+        return
+    with pytest.raises(InvalidStatus) as refused:
+        connect(url, ssl=context, open_timeout=10)
+    assert refused.value.response.status_code == 501, refused.value.response
