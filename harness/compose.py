@@ -103,10 +103,8 @@ def ephemeral_ports(*patterns: str) -> dict[str, str]:
     make bench's baselines) set to 127.0.0.1:0: the OS picks free ports, so tests never collide
     with each other or with a stack a user has up."""
     names = set()
-    defaults = (
-        "stacks/*/compose.yaml",
-        "shared/compose/*.yaml",
-    )  # the overlays' (PROMETHEUS_PUBLISH)
+    # the stacks' own, and the overlays' (PROMETHEUS_PUBLISH)
+    defaults = ("stacks/*/compose.yaml", "shared/compose/*.yaml")
     for compose in (p for pattern in (*defaults, *patterns) for p in ROOT.glob(pattern)):
         names.update(re.findall(r"\$\{([A-Z0-9_]+_PUBLISH):-", compose.read_text()))
     return dict.fromkeys(sorted(names), "127.0.0.1:0")
@@ -183,9 +181,8 @@ class Stack:
         CapEff, CapPrm, NoNewPrivs...). An image without a shell is read from a throwaway
         container in its PID namespace (the app's image, no privileges), whose own processes,
         entering from outside, have parent 0 and are left out."""
-        script = (
-            "exec cat /proc/[0-9]*/status"  # exec: cat itself, parent 0, in the other namespace
-        )
+        # exec: cat itself (parent 0 when it runs in the other container's namespace)
+        script = "exec cat /proc/[0-9]*/status"
         if self.has_shell(service):
             status = self.exec(service, "sh", "-c", script)
         else:

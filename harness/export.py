@@ -160,6 +160,11 @@ class Export:
     baked: list[str] = field(default_factory=list)  # what single-container.Dockerfile copies
     parsed: dict[Path, CommentedMap] = field(default_factory=dict)  # load()'s cache
 
+    @property
+    def with_metrics(self) -> bool:
+        """Exported with METRICS=1's overlays (harness.metrics.overlays)."""
+        return any(p.name.endswith("metrics.yaml") for p in self.overlays)
+
     def __post_init__(self):
         self.yaml.preserve_quotes = True
         self.yaml.width = 4096
@@ -332,7 +337,7 @@ class Export:
         """Every ${VAR:-default} of an app setting defaults to this app's value, so that a bare
         `docker compose up` in DEST serves it (.env can still change each)."""
         values = self.app.compose_env()
-        if any(p.name.endswith("metrics.yaml") for p in self.overlays):
+        if self.with_metrics:
             values["METRICS"] = "1"  # exported with its metrics overlay: counting on by default
         values.pop("APP_CONTEXT")
         values.pop("APP_DOCKERFILE")
@@ -410,7 +415,7 @@ class Export:
         )
         server = app_server_line(self.stack)
         metrics = ""
-        if any(p.name.endswith("metrics.yaml") for p in self.overlays):
+        if self.with_metrics:
             metrics = (
                 "- `prometheus/`: Prometheus' config, alert rules and the app servers it scrapes;"
                 "\n  its query API and graphs on http://127.0.0.1:9090/ (PROMETHEUS_PUBLISH).\n"

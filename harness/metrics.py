@@ -45,7 +45,7 @@ def alert_rule(name: str) -> dict:
 @dataclass
 class Sample:
     labels: dict[str, str]
-    time: float  # the scrape's start, as Prometheus stamps the sample
+    time: float  # the scrape's start (stamped()), or the query's instant (query())
     value: float
 
 
