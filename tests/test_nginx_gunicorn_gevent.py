@@ -1,6 +1,7 @@
 """nginx-gunicorn-gevent: gevent patched in time, slow requests overlap, nginx keeps its ports."""
 
 import re
+import statistics
 import time
 
 import pytest
@@ -42,7 +43,9 @@ def test_sustained_load_does_not_run_nginx_out_of_ports(stack, base_url, record)
     assert stack.exec("nginx", "cat", "/proc/sys/net/ipv4/tcp_tw_reuse").strip() == "1"
     since = time.time()
     runs = []
-    while sum(r["requests"] for r in runs) < 30_000 and len(runs) < 10:
+    # up to 54 s: 30k connections inside one 60 s TIME_WAIT span need more than the ~28k ports
+    # whatever the other xdist worker's load does to the rate
+    while sum(r["requests"] for r in runs) < 30_000 and len(runs) < 18:
         runs.append(wrk(base_url + "/", connections=64, duration=3))
     served = sum(r["requests"] for r in runs)
     rates = [round(r["rps"]) for r in runs]
@@ -51,11 +54,11 @@ def test_sustained_load_does_not_run_nginx_out_of_ports(stack, base_url, record)
         "30k requests, new upstream connection each",
         f"{served} in {len(runs)} runs of 3 s, req/s {rates}",
     )
-    assert served >= 30_000, f"only {served} requests in 30 s: {rates}"
+    assert served >= 30_000, f"only {served} requests in {3 * len(runs)} s: {rates}"
     assert all(r["non2xx"] == r["errors"] == 0 for r in runs), runs
-    # a sixth is what running out of ports looked like; the other xdist worker's load alone
-    # has halved a run here, so the bound sits between the two
-    assert min(rates) > 0.25 * max(rates), f"throughput collapsed: {rates}"
+    # running out of ports left every later run at a sixth; the other xdist worker's load dips
+    # single runs (to under a quarter, once) and passes: the last runs must have recovered
+    assert statistics.median(rates[-3:]) > 0.25 * max(rates), f"throughput collapsed: {rates}"
     logs = stack.logs("nginx", since=since)
     assert stack.served(logs, "/", 200), "the run is not in nginx's log read"
     assert "Cannot assign requested address" not in logs, "nginx ran out of local ports"
