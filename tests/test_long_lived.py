@@ -13,11 +13,12 @@ import pytest
 from websockets.exceptions import ConnectionClosedError, InvalidStatus
 from websockets.sync.client import connect
 
+from flask_stacks import DEFAULT_WS_MAX_MESSAGE_BYTES
 from harness.compose import NGINX_STACKS, app_server_of
 
 GEVENT = [name for name in NGINX_STACKS if app_server_of(name) == "gunicorn"]
 UWSGI = [name for name in NGINX_STACKS if app_server_of(name) == "uwsgi"]
-MAX_MESSAGE = 64 * 1024  # the app's WS_MAX_MESSAGE_BYTES default
+MAX_MESSAGE = DEFAULT_WS_MAX_MESSAGE_BYTES  # WS_MAX_MESSAGE_BYTES, which the stacks leave unset
 
 
 def ws_url(base_url: str) -> str:

@@ -23,7 +23,7 @@ MAX_HANG_SECONDS = 120.0
 MAX_GROW_MIB = 1024
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024  # same limit as nginx's client_max_body_size 10m
 DEFAULT_WS_MAX_MESSAGE_BYTES = 64 * 1024
-WS_PING_SECONDS = 25  # a ping on every idle WebSocket, well inside nginx's 60 s proxy_read_timeout
+WS_PING_SECONDS = 25  # a ping on every idle WebSocket, inside nginx's 35 s proxy_read_timeout
 EVENT_SECONDS = 1.0  # /events: one event a second
 # the routes that hold their connection open: only a server that holds them cheaply serves them
 LONG_LIVED = ("/ws/echo", "/events")
