@@ -79,11 +79,15 @@ def fetch_many(url: str, count: int, concurrency: int = 1, timeout: float = 10) 
         return list(pool.map(lambda _: fetch(url, timeout), range(count)))
 
 
+def failed(results: list[Result]) -> list[Result]:
+    """The requests that got no 200."""
+    return [r for r in results if r.status != 200]
+
+
 def summary(results: list[Result]) -> str:
     """The one-line figure a test prints and asserts on: sent / failed / max latency."""
-    failed = [r for r in results if r.status != 200]
     worst = max((r.seconds for r in results), default=0.0)
-    return f"sent {len(results)} / failed {len(failed)} / max latency {worst:.2f} s"
+    return f"sent {len(results)} / failed {len(failed(results))} / max latency {worst:.2f} s"
 
 
 class Background:

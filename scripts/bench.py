@@ -13,6 +13,11 @@ Method (written into every report):
   stacks' own nginx.conf and logging), each app server reached directly (uWSGI through an added
   HTTP/1.1 socket, Gunicorn on its own port, same configs), and Flask in-process (the WSGI app
   called in a loop inside the app image: the limit for the app code itself, per core).
+- WebSockets (the gevent stack, `/ws/echo`, the `websockets` library's asyncio client on the
+  host): messages echoed per second by as many sockets as the lowest connection count, each
+  sending its next 64-byte message when the echo of the last arrives; and the app server's
+  memory (PSS) per idle socket held, from before to after opening WS_HELD of them, with
+  permessage-deflate (as browsers negotiate it) and without.
 wrk shares the 2 cores with the stacks: compare ratios within one run, not across machines.
 wrk is closed-loop: its p99 under-reports tail latency (coordinated omission).
 """
@@ -20,6 +25,7 @@ wrk is closed-loop: its p99 under-reports tail latency (coordinated omission).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime
 import json
 import os
@@ -44,6 +50,7 @@ from harness.compose import (
     start_stack,
     stop_stack,
 )
+from harness.faults import memory_mib
 from harness.resource_usage import (
     NoAccounting,
     container_ids,
@@ -52,12 +59,15 @@ from harness.resource_usage import (
     process_cpu_ns,
     proxy_pids,
 )
+from harness.websockets_load import allow_open_files, close_all, echo_rate, open_sockets
 from harness.wrk import wrk
 
 CEILING = "ceiling (nginx return 200)"
 APP_IMAGE = "flask-stacks/app:latest"
 STATIC_PATH = "/static/style.css"
 SLOW_PATH = "/slow?seconds=0.05"
+WS_STACK = "nginx-gunicorn-gevent"  # the one stack that serves WebSockets (the others: 501)
+WS_HELD = 1000  # idle sockets held for the memory figure: the stack's per-address limit_conn
 
 # Flask's own cost: the WSGI app called in a loop, no server, no socket (inside the app image).
 IN_PROCESS = """
@@ -113,6 +123,36 @@ def measure(target: Target, workload: Workload, duration: int) -> dict:
     served = max(result["requests"], 1)
     result["cpu_us"] = {s: (cpu_ns(c) - before[s]) / 1000 / served for s, c in ids.items()}
     result["cpu_us"]["docker-proxy"] = (process_cpu_ns(pids) - proxy_before) / 1000 / served
+    return result
+
+
+def measure_websockets(target: Target, connections: int, duration: int, held: int) -> dict:
+    """The gevent stack's WebSockets: echo rate and CPU per message, then memory per idle
+    socket (the app server's PSS before and with `held` open)."""
+    url = target.url.replace("http://", "ws://", 1) + "/ws/echo"
+    ids = target.containers
+    asyncio.run(echo_rate(url, connections, 1))  # warm up
+    before = {s: cpu_ns(c) for s, c in ids.items()}
+    result = asyncio.run(echo_rate(url, connections, duration))
+    result["connections"] = connections
+    echoed = max(result["messages"], 1)
+    result["cpu_us"] = {s: (cpu_ns(c) - before[s]) / 1000 / echoed for s, c in ids.items()}
+
+    async def hold(compression: str | None) -> float:
+        sockets = await open_sockets(url, held, ping_interval=None, compression=compression)
+        try:
+            return await asyncio.to_thread(memory_mib, target.stack, "app")
+        finally:
+            await close_all(sockets)
+
+    allow_open_files(held)
+    result["held"] = held
+    # permessage-deflate (what browsers and the websockets client offer, and simple-websocket
+    # accepts) keeps a zlib compressor and decompressor per socket: measured with and without
+    for variant, compression in (("deflate", "deflate"), ("plain", None)):
+        idle = memory_mib(target.stack, "app")
+        kib = (asyncio.run(hold(compression)) - idle) * 1024 / held
+        result[f"kib_per_socket_{variant}"] = kib
     return result
 
 
@@ -276,6 +316,25 @@ def report(data: dict) -> str:
             f"gevent {gevent:.0f} req/s = {ratio(gevent, sync)}× the same-sized sync workers "
             f"({sync:.0f} req/s), {ratio(gevent, own)}× its own `GET /` throughput."
         )
+    websockets = data.get("websockets")
+    if websockets:
+        cpu = ", ".join(
+            f"{s} {spread([r['cpu_us'][s] for r in websockets])}" for s in websockets[0]["cpu_us"]
+        )
+        held = []
+        for variant, how in (("deflate", "with permessage-deflate"), ("plain", "without")):
+            kib = [r[f"kib_per_socket_{variant}"] for r in websockets]
+            per_mib = 1024 / statistics.median(kib) if statistics.median(kib) > 0 else 0
+            held.append(f"{spread(kib, '{:.1f}')} KiB each {how} ({per_mib:.0f} per MiB)")
+        lines.append(
+            f"WebSockets on {WS_STACK} (`/ws/echo`, {websockets[0]['connections']} sockets "
+            f"echoing 64-byte messages back to back): {spread([r['rate'] for r in websockets])} "
+            f"messages/s, p99 {spread([r['p99'] for r in websockets], '{:.1f}')} ms, "
+            f"{sum(r['errors'] for r in websockets)} errors; CPU µs per message: {cpu}. "
+            f"{websockets[0]['held']} idle sockets held, app-server memory: "
+            + ", ".join(held)
+            + "."
+        )
     lines += ["", "Peak memory (MiB) per container:"]
     for label, services in data["peak_memory_mib"].items():
         lines.append(f"- {label}: " + ", ".join(f"{s} {mib:.0f}" for s, mib in services.items()))
@@ -361,8 +420,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="1 s runs, 16 connections, once: checks the harness, measures nothing",
     )
     args = parser.parse_args(argv)
+    args.ws_held = WS_HELD
     if args.smoke:
-        args.duration, args.connections, args.repeat = 1, "16", 1
+        args.duration, args.connections, args.repeat, args.ws_held = 1, "16", 1, 50
     nginx_stacks = NGINX_STACKS
     args.names = [s for s in args.stacks.split(",") if s] or nginx_stacks
     unknown = sorted(set(args.names) - set(nginx_stacks))
@@ -419,10 +479,12 @@ def start_targets(targets: dict[str, tuple], running: dict[str, Target]) -> None
 
 def run_rounds(
     running: dict[str, Target], workloads: list[Workload], args: argparse.Namespace
-) -> list[dict]:
+) -> tuple[list[dict], list[dict]]:
     """`repeat` rounds, each visiting every workload's targets in turn (interleaved, so drift
-    on a shared machine spreads over all); returns the in-process Flask samples."""
-    flask = []
+    on a shared machine spreads over all); returns the in-process Flask samples and the
+    WebSocket runs (if the gevent stack is measured)."""
+    flask: list[dict] = []
+    websockets: list[dict] = []
     for round_ in range(args.repeat):
         for w in workloads:
             for label in w.labels:
@@ -432,8 +494,15 @@ def run_rounds(
                     file=sys.stderr,
                 )
                 w.runs.setdefault(label, []).append(measure(running[label], w, args.duration))
+        if WS_STACK in running:
+            print(f"round {round_ + 1}/{args.repeat}: {WS_STACK}: WebSockets", file=sys.stderr)
+            websockets.append(
+                measure_websockets(
+                    running[WS_STACK], min(args.connection_counts), args.duration, args.ws_held
+                )
+            )
         flask.append(in_process(min(args.duration, 3)))
-    return flask
+    return flask, websockets
 
 
 def peak_memory(running: dict[str, Target]) -> dict[str, dict[str, float]]:
@@ -495,7 +564,7 @@ def main(argv: list[str] | None = None) -> int:
     running: dict[str, Target] = {}
     try:
         start_targets(targets, running)
-        flask = run_rounds(running, workloads, args)
+        flask, websockets = run_rounds(running, workloads, args)
         peaks = peak_memory(running)
     except NoAccounting as error:
         raise SystemExit(f"bench: {error}") from None
@@ -514,9 +583,11 @@ def main(argv: list[str] | None = None) -> int:
             for w in workloads
         ],
         "in_process": flask,
+        "websockets": websockets,
         "peak_memory_mib": peaks,
         "image_sizes_mib": image_sizes(),
-        "failures": production_failures(workloads, running),
+        "failures": production_failures(workloads, running)
+        + sum(run["errors"] for run in websockets),
     }
     print(__doc__)
     print(write_results(data, args.out, started))

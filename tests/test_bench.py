@@ -50,9 +50,13 @@ def test_bench_smoke_run_writes_a_report_without_errors(images, tmp_path):
     nginx_cpu = data["workloads"][0]["runs"]["nginx-uwsgi-socket"][0]["cpu_us"]
     assert nginx_cpu["app"] > 0 and nginx_cpu["nginx"] > 0, nginx_cpu  # cgroups were read
     assert data["in_process"][0]["rps_per_core"] > 0
+    (ws,) = data["websockets"]  # the gevent stack's WebSockets: echoed, and memory per socket
+    assert ws["messages"] > 0 and ws["errors"] == 0 and ws["cpu_us"]["app"] > 0, ws
+    assert ws["held"] == 50 and ws["kib_per_socket_deflate"] > ws["kib_per_socket_plain"], ws
     assert data["failures"] == 0
     report = (tmp_path / "latest.md").read_text()
     assert "| GET / | nginx-uwsgi-socket | 16 |" in report
+    assert "WebSockets on nginx-gunicorn-gevent (`/ws/echo`, 16 sockets" in report
     assert (tmp_path / "latest.png").read_bytes().startswith(b"\x89PNG")
     # it cleaned up: no bench project left running
     left = subprocess.run(

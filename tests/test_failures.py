@@ -26,6 +26,7 @@ from harness.faults import app_server, kill_master, kill_worker, memory_mib, set
 from harness.traffic import (
     Background,
     Stream,
+    failed,
     fetch,
     fetch_many,
     outage,
@@ -62,10 +63,6 @@ def redundant(stack: Stack) -> bool:
 def figure(results, fault: float) -> str:
     """sent / failed / max latency / recovery (the fault to the end of the last failure)."""
     return f"{summary(results)} / recovery {outage(results, fault):.1f} s"
-
-
-def failed(results):
-    return [r for r in results if r.status != 200]
 
 
 def assert_nginx_error(body, status: int) -> None:

@@ -4,17 +4,29 @@ stacks, whose workers hold one request each, they answer 501 naming the gevent s
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
+import threading
 import time
 from contextlib import ExitStack
 
 import httpx
 import pytest
-from websockets.exceptions import ConnectionClosedError, InvalidStatus
+from websockets.exceptions import ConnectionClosed, ConnectionClosedError, InvalidStatus
 from websockets.sync.client import connect
 
-from flask_stacks import DEFAULT_WS_MAX_MESSAGE_BYTES
-from harness.compose import NGINX_STACKS, app_server_of
+from flask_stacks import DEFAULT_WS_MAX_MESSAGE_BYTES, GOING_AWAY
+from harness.compose import NGINX_STACKS, ROOT, app_server_of
+from harness.faults import memory_mib, setting
+from harness.traffic import Stream, failed, summary
+from harness.websockets_load import (
+    allow_open_files,
+    close_all,
+    echo_all,
+    handshake_status,
+    open_sockets,
+)
 
 GEVENT = [name for name in NGINX_STACKS if app_server_of(name) == "gunicorn"]
 UWSGI = [name for name in NGINX_STACKS if app_server_of(name) == "uwsgi"]
@@ -135,3 +147,132 @@ def test_a_reload_cuts_no_open_websocket(stack, base_url):
     while shutting_down(stack):
         assert time.monotonic() < deadline, "old nginx workers linger after their sockets closed"
         time.sleep(0.2)
+
+
+NGINX_DEFAULT_READ_TIMEOUT = 60  # the stack's is 35 s; sockets idle past both need the app's pings
+
+
+def held_limit() -> int:
+    """The per-address limit on long-lived connections in the gevent stack's default.conf."""
+    conf = (ROOT / "stacks" / "nginx-gunicorn-gevent" / "default.conf").read_text()
+    limits = {int(n) for n in re.findall(r"limit_conn\s+long_lived\s+(\d+);", conf)}
+    assert len(limits) == 1, f"default.conf: one limit_conn for /ws/ and /events, got {limits}"
+    return limits.pop()
+
+
+async def hold_idle(url: str, count: int, idle: float, while_open) -> dict:
+    """`count` WebSockets opened, one more tried, `while_open()` run (in a thread), then idle
+    until `idle` s after the last opened (the client sends no pings: only the app's keep them
+    alive), and each echoes again. Returns what happened and when (time.monotonic())."""
+    sockets = await open_sockets(url, count, ping_interval=None)
+    try:
+        opened = time.monotonic()
+        one_more = await handshake_status(url)
+        during = await asyncio.to_thread(while_open)
+        held_from = time.monotonic()
+        await asyncio.sleep(idle - (held_from - opened))
+        held_until = time.monotonic()
+        lost = await echo_all(sockets, "after")
+        return {
+            "one_more": one_more,
+            "during": during,
+            "lost": lost,
+            "idle": held_until - opened,
+            "held": (held_from, held_until),
+        }
+    finally:
+        await close_all(sockets)
+
+
+def p99_ms(results: list) -> float:
+    latencies = sorted(r.seconds for r in results)
+    return latencies[int(len(latencies) * 0.99)] * 1000 if latencies else float("nan")
+
+
+@pytest.mark.stacks(*GEVENT)
+def test_a_thousand_idle_websockets_outlive_read_timeouts_while_requests_flow(
+    stack, base_url, record
+):
+    """As many WebSockets as nginx lets one address hold (1,000) stay open past nginx's default
+    60 s read timeout, idle but for the app's pings; the next is refused (429); while they are
+    held a stream of ordinary requests is served as usual: none fails, p99 under 100 ms.
+    Reports the app server's memory per held socket, and the stream's p99 while the sockets
+    were being opened (the handshakes' burst; not asserted)."""
+    count = held_limit()
+    allow_open_files(count)
+    before = memory_mib(stack, "app")
+    with Stream(base_url + "/", clients=4, rate=50, limit=300, timeout=5) as stream:
+        began = time.monotonic()
+        held = asyncio.run(
+            hold_idle(
+                ws_url(base_url),
+                count,
+                NGINX_DEFAULT_READ_TIMEOUT + 2,
+                lambda: memory_mib(stack, "app"),
+            )
+        )
+    results = stream.results
+    held_from, held_until = held["held"]
+    while_held = [r for r in results if held_from <= r.at < held_until]
+    while_opening = [r for r in results if began <= r.at < held_from]
+    per_socket_kib = (held["during"] - before) * 1024 / count
+    record(
+        stack,
+        f"{count} idle WebSockets held {held['idle']:.0f} s",
+        f"app server +{per_socket_kib:.0f} KiB per socket; requests meanwhile: "
+        f"{summary(while_held)}, p99 {p99_ms(while_held):.0f} ms (while opening them: "
+        f"p99 {p99_ms(while_opening):.0f} ms)",
+    )
+    assert not held["lost"], f"{len(held['lost'])} sockets lost while idle: {held['lost'][:3]}"
+    assert held["one_more"] == 429, f"socket {count + 1}: {held['one_more']} (limit_conn: 429)"
+    assert not failed(results), summary(results)
+    assert len(while_held) > 40 * (held_until - held_from), f"stalled: {summary(while_held)}"
+    assert p99_ms(while_held) < 100, f"requests slowed by the held sockets: {summary(while_held)}"
+
+
+@pytest.mark.stacks(*GEVENT)
+def test_stopping_the_app_closes_websockets_with_1001_and_ends_event_streams(
+    stack, base_url, record
+):
+    """`docker compose stop app`: SIGTERM reaches Gunicorn's workers, which tell the app
+    (gunicorn.conf.py's post_worker_init); open WebSockets get close code 1001 (going away) at
+    once and event streams end cleanly, so the stop takes seconds, not graceful_timeout. Last
+    here: it stops the app (the next module's `stack` starts it again)."""
+    graceful = setting("gunicorn", "graceful_timeout")
+    with ExitStack() as held:
+        sockets = [
+            held.enter_context(connect(ws_url(base_url), open_timeout=10)) for _ in range(20)
+        ]
+        for number, ws in enumerate(sockets):
+            ws.send(f"hello {number}")
+            assert ws.recv(timeout=10) == f"hello {number}"
+        stream = held.enter_context(httpx.stream("GET", base_url + "/events", timeout=graceful))
+        lines = stream.iter_lines()
+        while not next(lines).startswith("id: "):
+            pass
+        began = time.monotonic()
+        stopper = threading.Thread(target=stack.compose, args=("stop", "app"))
+        stopper.start()
+        codes = []
+        for ws in sockets:
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=graceful + 5)
+            codes.append(closed.value.rcvd.code if closed.value.rcvd else None)
+        closed_after = time.monotonic() - began
+        for _ in lines:  # to its end: a stream cut, not ended, raises httpx.RemoteProtocolError
+            pass
+        ended_after = time.monotonic() - began
+        stopper.join(graceful + 30)
+        stopped_after = time.monotonic() - began
+    record(
+        stack,
+        "docker compose stop app, 20 WebSockets + 1 event stream open",
+        f"closed {closed_after:.1f} s, stream ended {ended_after:.1f} s, "
+        f"stopped {stopped_after:.1f} s",
+    )
+    assert codes == [GOING_AWAY] * len(sockets), f"close codes: {codes} (1006: cut, no close frame)"
+    assert closed_after < 5, f"sockets closed {closed_after:.1f} s after the stop"
+    assert ended_after < 5, f"the event stream ended {ended_after:.1f} s after the stop"
+    assert stopped_after < graceful / 2, (
+        f"the app took {stopped_after:.0f} s to stop: its workers waited for graceful_timeout"
+    )

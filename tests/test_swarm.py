@@ -17,16 +17,12 @@ import pytest
 
 from harness.compose import ROOT, images_env
 from harness.tls import free_port
-from harness.traffic import Result, Stream, fetch_many, summary, wait_for
+from harness.traffic import Stream, failed, fetch_many, summary, wait_for
 
 REPLICAS = 3
 
 
 SWARM = "load-balanced-pair (Swarm)"  # its name in the failure-behaviour table
-
-
-def failed(results: list[Result]) -> list[Result]:
-    return [r for r in results if r.status != 200]
 
 
 def docker(*args: str, timeout: float = 120, check: bool = True) -> str:

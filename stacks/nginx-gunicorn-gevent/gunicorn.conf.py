@@ -6,8 +6,10 @@ Every setting: https://docs.gunicorn.org/en/stable/settings.html
 import multiprocessing
 import os
 
+import blinker  # Flask's own signals library: every Flask app has it
 import flask_stacks_logging  # LOG_FORMAT (shared/python/flask_stacks_logging.py), before the app
 import flask_stacks_metrics  # METRICS: every worker counts its requests (before the app too)
+import gevent
 
 wsgi_app = os.environ["APP_MODULE"]  # "module:variable" or "module:factory()", set in the image
 
@@ -28,6 +30,20 @@ max_requests = 0
 # heartbeat files on tmpfs: on overlayfs they can stall into WORKER TIMEOUT (gunicorn #1801);
 # /dev/shm is the container's own, so S108's shared-temp-dir worry does not apply
 worker_tmp_dir = "/dev/shm"  # noqa: S108
+
+
+# SIGTERM (`docker compose stop`, a reload's old workers) only sets worker.alive = False; the worker
+# then waits up to graceful_timeout for its connections, and cuts the WebSockets still open (1006)
+# after 30 s. This greenlet tells the app at once (the named blinker signal the demo app listens
+# to), which closes them with 1001, going away, and ends its event streams: clients reconnect.
+def post_worker_init(worker):
+    def announce_stop():
+        while worker.alive:
+            gevent.sleep(0.5)
+        blinker.signal("flask-stacks.server-stopping").send(worker)
+
+    gevent.spawn(announce_stop)
+
 
 # Request limits, matched to nginx's large_client_header_buffers 4 16k
 limit_request_field_size = 16384  # one header up to 16 KB: an 8 KB cookie works (default 8190)

@@ -1,6 +1,7 @@
 """The shared Flask app on its own, through Flask's test client: no Docker, no server."""
 
 import hashlib
+import time
 
 import pytest
 from werkzeug.exceptions import InternalServerError
@@ -250,6 +251,19 @@ def test_events_are_numbered_and_resume_after_last_event_id(cheap, monkeypatch):
     assert next(chunks) == b"retry: 10\n\n"
     assert next(chunks).startswith(b'id: 42\nevent: tick\ndata: {"n": 42')
     assert next(chunks).startswith(b"id: 43\n")
+    response.close()
+
+
+def test_the_server_stopping_ends_the_event_streams(cheap):
+    import flask_stacks
+
+    response = cheap.get("/events")
+    chunks = response.response
+    assert next(chunks).startswith(b"retry:") and next(chunks).startswith(b"id: 1\n")
+    flask_stacks.SERVER_STOPPING.send("a test")  # what gunicorn.conf.py sends on SIGTERM
+    started = time.monotonic()
+    assert next(chunks, None) is None, "the stream went on after the server said it stops"
+    assert time.monotonic() - started < 0.5  # not after the next event's second
     response.close()
 
 

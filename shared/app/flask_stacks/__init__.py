@@ -10,11 +10,16 @@ import math
 import os
 import socket
 import sys
+import threading
 import time
+import weakref
+from contextlib import suppress
 from urllib.parse import urlsplit
 
+import blinker
 from flask import Flask, Response, request
 from flask_sock import Sock
+from simple_websocket import ConnectionClosed
 from werkzeug.exceptions import BadRequest, Forbidden, HTTPException, InternalServerError
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -27,6 +32,10 @@ WS_PING_SECONDS = 25  # a ping on every idle WebSocket, inside nginx's 35 s prox
 EVENT_SECONDS = 1.0  # /events: one event a second
 # the routes that hold their connection open: only a server that holds them cheaply serves them
 LONG_LIVED = ("/ws/echo", "/events")
+# Sent (a named blinker signal, so the server's config needs no import of the app) when the
+# server stops this process: gunicorn.conf.py sends it as soon as SIGTERM reaches a worker
+SERVER_STOPPING = blinker.signal("flask-stacks.server-stopping")
+GOING_AWAY = 1001  # the WebSocket close code for "the server is going away"
 
 
 def _env_int(name: str, default: int, minimum: int, maximum: int | None = None) -> int:
@@ -128,6 +137,19 @@ def create_app() -> Flask:
     }
     origins = _allowed_origins()
     sock = Sock(app)
+    stopping = threading.Event()  # gevent's, where gevent has patched threading
+    open_sockets = weakref.WeakSet()
+
+    def going_away(_sender, **_):
+        """The server stops: end the event streams, close each WebSocket with 1001 now rather
+        than have the server cut it (1006) at its graceful timeout; clients reconnect."""
+        stopping.set()
+        for ws in list(open_sockets):
+            with suppress(ConnectionClosed):  # the client closed it meanwhile
+                ws.close(GOING_AWAY, "server going away")
+
+    SERVER_STOPPING.connect(going_away)  # held weakly: it lives as long as the app
+    app.extensions["flask_stacks.going_away"] = going_away
     app.json.sort_keys = False
     if app.debug:  # FLASK_DEBUG=1, as `flask run --debug` sets: say so where operators look
         app.logger.warning(
@@ -221,8 +243,12 @@ def create_app() -> Flask:
     @sock.route("/ws/echo")
     def ws_echo(ws):
         """Every message back as it came: text as text, binary as binary."""
-        while True:
-            ws.send(ws.receive())
+        open_sockets.add(ws)
+        try:
+            while True:
+                ws.send(ws.receive())
+        finally:
+            open_sockets.discard(ws)
 
     @app.get("/events")
     def events():
@@ -234,11 +260,11 @@ def create_app() -> Flask:
 
         def stream(number: int):
             yield f"retry: {int(EVENT_SECONDS * 1000)}\n\n"
-            while True:
+            while not stopping.is_set():
                 number += 1
                 data = json.dumps({"n": number, "sent": round(time.time(), 3), "pid": os.getpid()})
                 yield f"id: {number}\nevent: tick\ndata: {data}\n\n"
-                time.sleep(EVENT_SECONDS)  # cooperative under gevent
+                stopping.wait(EVENT_SECONDS)  # cooperative under gevent; ends when the server stops
 
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # nginx: pass on at once
         return Response(stream(int(last)), mimetype="text/event-stream", headers=headers)
