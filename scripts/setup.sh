@@ -38,6 +38,9 @@ ensure_engine() {
   if [ -f /var/run/docker.pid ] && ! kill -0 "$(cat /var/run/docker.pid)" 2>/dev/null; then
     rm -f /var/run/docker.pid       # a stale pid file from a dead daemon blocks a new start
   fi
+  # its docker-proxy children hold two descriptors per client connection to a published port:
+  # the 1,000 WebSockets of test_long_lived.py need more than a login shell's usual 1024
+  ulimit -Sn "$(ulimit -Hn)" 2>/dev/null || ulimit -Sn 65536 2>/dev/null || true
   nohup dockerd >/var/log/dockerd.log 2>&1 &
   for _ in $(seq 60); do
     docker info >/dev/null 2>&1 && return 0

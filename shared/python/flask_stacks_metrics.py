@@ -88,7 +88,10 @@ def instrument() -> None:
         in_flight.labels(method, route).dec()
         # no response recorded: it failed after the app (an after_request hook): the server's 500
         status = str(request.environ.pop(STATUS, 500))
-        duration.labels(method, route, status).observe(time.perf_counter() - began)
+        # a WebSocket's request lasts as long as the socket: a lifetime, not a latency (it would
+        # fill the top bucket and fire SlowRequests); counted when it closes, in flight while open
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            duration.labels(method, route, status).observe(time.perf_counter() - began)
         requests_total.labels(method, route, status).inc()
 
     # strong references (module-level closures kept by these names): blinker holds weak ones

@@ -81,6 +81,26 @@ def test_requests_are_counted_per_route_and_status_across_forked_workers(tmp_pat
     )
 
 
+def test_a_websocket_is_counted_but_its_lifetime_is_no_latency(tmp_path):
+    script = """
+import flask_stacks_metrics
+from flask import Flask
+from prometheus_client import generate_latest
+app = Flask(__name__)
+app.add_url_rule("/ws", "ws", lambda: "its whole life", websocket=True)  # as flask-sock does
+app.add_url_rule("/", "index", lambda: "a request")
+client = app.test_client()
+assert client.get("/ws", headers={"Upgrade": "websocket", "Connection": "Upgrade"}).status_code == 200
+client.get("/")
+print(generate_latest(flask_stacks_metrics.registry()).decode())
+"""
+    result = run({"METRICS": "1", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}, script)
+    assert result.returncode == 0, result.stderr
+    socket, plain = ((("method", "GET"), ("route", r), ("status", "200")) for r in ("/ws", "/"))
+    assert samples(result.stdout, "flask_http_requests_total") == {socket: 1, plain: 1}
+    assert samples(result.stdout, "flask_http_request_duration_seconds_count") == {plain: 1}
+
+
 def test_off_by_default_and_nothing_written(tmp_path):
     result = run({"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}, "import flask_stacks_metrics")
     assert result.returncode == 0, result.stderr
