@@ -90,7 +90,8 @@ app = Flask(__name__)
 app.add_url_rule("/ws", "ws", lambda: "its whole life", websocket=True)  # as flask-sock does
 app.add_url_rule("/", "index", lambda: "a request")
 client = app.test_client()
-assert client.get("/ws", headers={"Upgrade": "websocket", "Connection": "Upgrade"}).status_code == 200
+upgrade = {"Upgrade": "websocket", "Connection": "Upgrade"}
+assert client.get("/ws", headers=upgrade).status_code == 200
 client.get("/")
 print(generate_latest(flask_stacks_metrics.registry()).decode())
 """
