@@ -112,6 +112,15 @@ def test_long_lived_routes_name_the_gevent_stack(stack, base_url):
     assert refused.value.response.status_code == 501
 
 
+def open_echoing(held: ExitStack, base_url: str, count: int, tag: str) -> list:
+    """`count` WebSockets (closed when `held` ends), each proven by one echo."""
+    sockets = [held.enter_context(connect(ws_url(base_url), open_timeout=10)) for _ in range(count)]
+    for number, ws in enumerate(sockets):
+        ws.send(f"{tag} {number}")
+        assert ws.recv(timeout=10) == f"{tag} {number}", f"socket {number}"
+    return sockets
+
+
 def shutting_down(stack) -> int:
     """nginx workers of an earlier configuration still finishing their connections."""
     script = 'for f in /proc/[0-9]*/cmdline; do tr "\\0" " " <"$f"; echo; done'
@@ -125,12 +134,7 @@ def test_a_reload_cuts_no_open_websocket(stack, base_url):
     ones take new sockets."""
     assert "worker_shutdown_timeout 60s;" in stack.exec("nginx", "nginx", "-T")
     with ExitStack() as held:
-        sockets = [
-            held.enter_context(connect(ws_url(base_url), open_timeout=10)) for _ in range(100)
-        ]
-        for number, ws in enumerate(sockets):
-            ws.send(f"before {number}")
-            assert ws.recv(timeout=10) == f"before {number}"
+        sockets = open_echoing(held, base_url, 100, "before")
         stack.exec("nginx", "nginx", "-s", "reload")
         deadline = time.monotonic() + 20
         while not shutting_down(stack):
@@ -240,12 +244,7 @@ def test_stopping_the_app_closes_websockets_with_1001_and_ends_event_streams(
     here: it stops the app (the next module's `stack` starts it again)."""
     graceful = setting("gunicorn", "graceful_timeout")
     with ExitStack() as held:
-        sockets = [
-            held.enter_context(connect(ws_url(base_url), open_timeout=10)) for _ in range(20)
-        ]
-        for number, ws in enumerate(sockets):
-            ws.send(f"hello {number}")
-            assert ws.recv(timeout=10) == f"hello {number}"
+        sockets = open_echoing(held, base_url, 20, "hello")
         stream = held.enter_context(httpx.stream("GET", base_url + "/events", timeout=graceful))
         lines = stream.iter_lines()
         while not next(lines).startswith("id: "):
