@@ -318,6 +318,21 @@ class Stack:
             if p.get("PublishedPort")
         }
 
+    def address(self, service: str) -> str:
+        """The service's container address on the project's network: this host reaches it
+        directly (the network's bridge is one of its interfaces), without Docker's userland
+        proxy."""
+        container = self.compose("ps", "--quiet", service).stdout.split()[0]
+        networks = json.loads(
+            subprocess.run(
+                ["docker", "inspect", "--format", "{{json .NetworkSettings.Networks}}", container],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+        )
+        return next(n["IPAddress"] for n in networks.values() if n.get("IPAddress"))
+
     def base_url(self) -> str:
         """URL of the stack's front door: nginx if it has one, else its only published port."""
         published = self.published()

@@ -1,9 +1,11 @@
 """`make bench`: every stack under the same load, side by side, in one run.
 
 Method (written into every report):
-- wrk runs on the host against each target's 127.0.0.1 published port, as a user's client
-  would, so Docker's userland proxy (docker-proxy) is in the path of every target alike; its
-  CPU is measured and shown as its own column.
+- wrk runs on the host along two paths (the report's "path" column): to each target's
+  container address on its compose network ("container"), as traffic from other hosts reaches
+  a published port in production (the kernel forwards it; no process in between), and to its
+  127.0.0.1 published port ("docker-proxy"), as a client on this host does, through Docker's
+  userland proxy, whose CPU is its own column. GET / takes both; the other workloads the first.
 - Each measurement is repeated (REPEAT, default 3), interleaved across targets, and reported
   as the median with min-max: the machine is shared and noisy.
 - CPU cost per request: each container's cgroup CPU time (cpuacct.usage) over the measured
@@ -63,6 +65,7 @@ from harness.websockets_load import allow_open_files, close_all, echo_rate, open
 from harness.wrk import wrk
 
 CEILING = "ceiling (nginx return 200)"
+CONTAINER, PROXY = "container", "docker-proxy"  # the two paths (see the method above)
 APP_IMAGE = "flask-stacks/app:latest"
 STATIC_PATH = "/static/style.css"
 SLOW_PATH = "/slow?seconds=0.05"
@@ -94,7 +97,8 @@ class Target:
 
     label: str
     stack: Stack
-    url: str
+    url: str  # the 127.0.0.1 published port: through docker-proxy
+    direct: str  # the container's address on its compose network: no proxy
     baseline: bool  # baselines' errors are reported, not failures (sync workers time out)
     containers: dict[str, str]  # service -> container id
 
@@ -105,6 +109,7 @@ class Workload:
     path: str
     connections: int
     labels: list[str]
+    via: str = CONTAINER  # or PROXY
     # /slow: no warm-up (its queued requests would still hold sync workers when the measured
     # run starts) and a timeout above the queueing delay of 256 clients on 2 sync workers
     slow: bool = False
@@ -113,7 +118,7 @@ class Workload:
 
 def measure(target: Target, workload: Workload, duration: int) -> dict:
     ids = target.containers
-    url = target.url + workload.path
+    url = (target.url if workload.via == PROXY else target.direct) + workload.path
     pids = proxy_pids(target.url.rsplit(":", 1)[1])
     if not workload.slow:
         wrk(url, workload.connections, 1)  # warm up: workers, caches, connection pools
@@ -129,7 +134,7 @@ def measure(target: Target, workload: Workload, duration: int) -> dict:
 def measure_websockets(target: Target, connections: int, duration: int, held: int) -> dict:
     """The gevent stack's WebSockets: echo rate and CPU per message, then memory per idle
     socket (the app server's PSS before and with `held` open)."""
-    url = target.url.replace("http://", "ws://", 1) + "/ws/echo"
+    url = target.direct.replace("http://", "ws://", 1) + "/ws/echo"
     ids = target.containers
     asyncio.run(echo_rate(url, connections, 1))  # warm up
     before = {s: cpu_ns(c) for s, c in ids.items()}
@@ -227,7 +232,11 @@ def plan(names: list[str], connections: list[int]) -> tuple[dict[str, tuple], li
             True,
             ("app", 8000),
         )
-    workloads = [Workload("GET /", "/", c, list(targets)) for c in connections]
+    workloads = [
+        Workload("GET /", "/", c, list(targets), via)
+        for via in (CONTAINER, PROXY)
+        for c in connections
+    ]
     static_stack = "nginx-uwsgi-socket" if "nginx-uwsgi-socket" in names else names[0]
     workloads.append(Workload("static file", STATIC_PATH, min(connections), [static_stack]))
     if gunicorn:
@@ -265,12 +274,12 @@ def report(data: dict) -> str:
         f"{data['duration']} s per run after a 1 s warm-up; median (min-max) of "
         f"{data['repeat']} runs interleaved across targets.",
         "",
-        "| workload | target | conns | req/s | × ceiling | p50 ms | p90 ms | p99 ms | non-2xx "
-        "| socket errors | CPU µs/request per container |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| workload | path | target | conns | req/s | × ceiling | p50 ms | p90 ms | p99 ms "
+        "| non-2xx | socket errors | CPU µs/request per container |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     ceilings = {
-        w["connections"]: median(w["runs"][CEILING], "rps")
+        (w["connections"], w["via"]): median(w["runs"][CEILING], "rps")
         for w in data["workloads"]
         if CEILING in w["runs"]
     }
@@ -280,18 +289,19 @@ def report(data: dict) -> str:
                 f"{s} {spread([r['cpu_us'][s] for r in runs])}" for s in runs[0]["cpu_us"]
             )
             x_ceiling = (
-                ratio(median(runs, "rps"), ceilings.get(w["connections"], 0))
+                ratio(median(runs, "rps"), ceilings.get((w["connections"], w["via"]), 0))
                 if w["path"] == "/"
                 else "-"
             )
             lines.append(
-                f"| {w['name']} | {label} | {w['connections']} "
+                f"| {w['name']} | {w['via']} | {label} | {w['connections']} "
                 f"| {spread([r['rps'] for r in runs])} | {x_ceiling} "
                 f"| {spread([r['p50'] for r in runs], '{:.1f}')} "
                 f"| {spread([r['p90'] for r in runs], '{:.1f}')} "
                 f"| {spread([r['p99'] for r in runs], '{:.1f}')} "
                 f"| {sum(r['non2xx'] for r in runs)} | {sum(r['errors'] for r in runs)} | {cpu} |"
             )
+    lines += ["", proxy_cost(data["workloads"])]
     flask = data["in_process"]
     lines += [
         "",
@@ -307,7 +317,9 @@ def report(data: dict) -> str:
             (
                 median(w["runs"]["nginx-gunicorn-gevent"], "rps")
                 for w in data["workloads"]
-                if w["path"] == "/" and w["connections"] == slow["connections"]
+                if w["path"] == "/"
+                and w["connections"] == slow["connections"]
+                and w["via"] == slow["via"]
             ),
             0,
         )
@@ -344,6 +356,30 @@ def report(data: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def proxy_cost(workloads: list[dict]) -> str:
+    """What Docker's userland proxy costs: each target's GET / rate through it as a share of
+    its rate to the container's address, and the proxy's own CPU per request."""
+    by_path = {(w["connections"], w["via"]): w for w in workloads if w["path"] == "/"}
+    parts = []
+    for (connections, via), proxied in sorted(by_path.items()):
+        direct = by_path.get((connections, CONTAINER))
+        if via != PROXY or not direct:
+            continue
+        shares = ", ".join(
+            f"{label} {ratio(median(runs, 'rps'), median(direct['runs'][label], 'rps'))}"
+            for label, runs in proxied["runs"].items()
+        )
+        cpu = statistics.median(
+            r["cpu_us"]["docker-proxy"] for runs in proxied["runs"].values() for r in runs
+        )
+        parts.append(f"at {connections} connections {shares} (its CPU: {cpu:.0f} µs/request)")
+    return (
+        "docker-proxy's cost, GET / through 127.0.0.1 as a share of the rate to the container: "
+        + "; ".join(parts)
+        + "."
+    )
+
+
 def chart(data: dict, path: Path) -> None:
     """req/s and p99 per target for GET / at each connection count."""
     import matplotlib  # noqa: PLC0415 - only the bench needs it, and headless
@@ -351,7 +387,7 @@ def chart(data: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    get = [w for w in data["workloads"] if w["path"] == "/"]
+    get = [w for w in data["workloads"] if w["path"] == "/" and w["via"] == CONTAINER]
     labels = list(get[0]["runs"])
     fig, axes = plt.subplots(1, 2, figsize=(13, 0.5 * len(labels) + 2), sharey=True)
     height = 0.8 / len(get)
@@ -364,7 +400,7 @@ def chart(data: dict, path: Path) -> None:
                 height=height,
                 label=f"{w['connections']} connections",
             )
-    axes[0].set_title("GET /: requests per second (median)")
+    axes[0].set_title("GET / to the container's address: requests per second (median)")
     axes[1].set_title("GET /: p99 latency, ms (median)")
     axes[1].set_xscale("log")
     axes[0].set_yticks([n + 0.4 - height / 2 for n in range(len(labels))], labels)
@@ -462,9 +498,14 @@ def start_targets(targets: dict[str, tuple], running: dict[str, Target]) -> None
     def start(label: str) -> None:
         name, compose_file, baseline, front = targets[label]
         stack = start_stack(name, compose_file, build=False, prefix="fs-bench")
-        started[label] = Target(label, stack, "", baseline, {})  # known: taken down at the end
-        url = stack.published()[front] if front else stack.base_url()
-        started[label] = Target(label, stack, url, baseline, container_ids(stack))
+        started[label] = Target(label, stack, "", "", baseline, {})  # taken down at the end
+        published = stack.published()
+        front = front or next(key for key, url in published.items() if url == stack.base_url())
+        service, port = front
+        direct = f"http://{stack.address(service)}:{port}"
+        started[label] = Target(
+            label, stack, published[front], direct, baseline, container_ids(stack)
+        )
 
     try:
         build_images([name for name, compose_file, *_ in targets.values() if not compose_file])
@@ -579,7 +620,7 @@ def main(argv: list[str] | None = None) -> int:
         "repeat": args.repeat,
         "method": __doc__,
         "workloads": [
-            {k: getattr(w, k) for k in ("name", "path", "connections", "labels", "runs")}
+            {k: getattr(w, k) for k in ("name", "path", "via", "connections", "labels", "runs")}
             for w in workloads
         ],
         "in_process": flask,
