@@ -15,6 +15,8 @@ Method (written into every report):
   stacks' own nginx.conf and logging), each app server reached directly (uWSGI through an added
   HTTP/1.1 socket, Gunicorn on its own port, same configs), and Flask in-process (the WSGI app
   called in a loop inside the app image: the limit for the app code itself, per core).
+- HTTP/2 over TLS (h2load, to the socket stack's container with its TLS overlay): clients
+  keeping their connection (10 streams in flight each), and a new TLS connection per request.
 - WebSockets (the gevent stack, `/ws/echo`, the `websockets` library's asyncio client on the
   host): messages echoed per second by as many sockets as the lowest connection count, each
   sending its next 64-byte message when the echo of the last arrives; and the app server's
@@ -37,10 +39,13 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
+from harness import h2load
 from harness.compose import (
     NGINX_STACKS,
     ROOT,
@@ -61,6 +66,7 @@ from harness.resource_usage import (
     process_cpu_ns,
     proxy_pids,
 )
+from harness.tls import free_port, make_certs, tls_overlay
 from harness.websockets_load import allow_open_files, close_all, echo_rate, open_sockets
 from harness.wrk import wrk
 
@@ -70,6 +76,8 @@ APP_IMAGE = "flask-stacks/app:latest"
 STATIC_PATH = "/static/style.css"
 SLOW_PATH = "/slow?seconds=0.05"
 WS_STACK = "nginx-gunicorn-gevent"  # the one stack that serves WebSockets (the others: 501)
+H2_STACK = "nginx-uwsgi-socket"  # HTTP/2 over TLS on the stack with the highest share (below)
+H2_LABEL = f"{H2_STACK} over HTTPS (HTTP/2)"
 WS_HELD = 1000  # idle sockets held for the memory figure: the stack's per-address limit_conn
 
 # Flask's own cost: the WSGI app called in a loop, no server, no socket (inside the app image).
@@ -89,6 +97,18 @@ while time.monotonic() < deadline:
     requests += 200
 print(json.dumps({{"requests": requests, "cpu_s": time.process_time() - cpu}}))
 """
+
+
+class TargetPlan(NamedTuple):
+    """How to start a target: its compose project, and what wrk (or h2load) loads."""
+
+    name: str
+    compose_file: Path | None  # None: the stack's own
+    baseline: bool
+    front: tuple[str, int] | None  # (service, container port); None: the stack's front door
+    overlays: tuple[Path, ...] = ()
+    env: dict[str, str] | None = None
+    scheme: str = "http"
 
 
 @dataclass
@@ -161,6 +181,26 @@ def measure_websockets(target: Target, connections: int, duration: int, held: in
     return result
 
 
+def measure_http2(target: Target, connections: int, duration: int) -> dict:
+    """HTTP/2 over TLS to the container (h2load): `connections` kept for many requests (10
+    streams each), and a new TLS connection per request (the handshake's cost); CPU per
+    request per container for each."""
+    url = target.direct + "/"
+    ids = target.containers
+    h2load.reused(url, connections, 1)  # warm up
+    result = {}
+    for kind, run in (
+        ("reused", lambda: h2load.reused(url, connections, duration)),
+        ("new", lambda: h2load.new_connections(url, connections, duration)),
+    ):
+        before = {s: cpu_ns(c) for s, c in ids.items()}
+        figures = run()
+        done = max(figures["requests"], 1)
+        figures["cpu_us"] = {s: (cpu_ns(c) - before[s]) / 1000 / done for s, c in ids.items()}
+        result[kind] = figures
+    return result
+
+
 def in_process(seconds: int) -> dict:
     """Flask alone: requests per CPU-second (= per core) and CPU µs per request."""
     out = subprocess.run(
@@ -205,13 +245,16 @@ def machine_info() -> dict:
         "docker": run("docker", "version", "--format", "{{.Server.Version}}"),
         "compose": run("docker", "compose", "version", "--short"),
         "wrk": " ".join(run("wrk", "--version").split()[:2]),
+        "h2load": run("h2load", "--version"),
         "python_image": env.get("PYTHON_IMAGE", "python:3.13-slim-trixie"),
         "nginx_image": env.get("NGINX_IMAGE", "nginx:1.28"),
         "git": run("git", "-C", str(ROOT), "describe", "--always", "--dirty"),
     }
 
 
-def plan(names: list[str], connections: list[int]) -> tuple[dict[str, tuple], list[Workload]]:
+def plan(
+    names: list[str], connections: list[int], certs: Path
+) -> tuple[dict[str, tuple], list[Workload]]:
     """Targets (label -> compose name, compose file, baseline?, (service, port) wrk loads) and
     workloads. Baselines follow the chosen stacks: uWSGI direct with a uWSGI stack, and so on."""
     bench = ROOT / "bench"
@@ -256,6 +299,16 @@ def plan(names: list[str], connections: list[int]) -> tuple[dict[str, tuple], li
                 slow=True,
             )
         )
+    if H2_STACK in names:  # HTTP/2 over TLS (h2load, not wrk): its own rounds, not workloads
+        targets[H2_LABEL] = TargetPlan(
+            H2_STACK,
+            None,
+            False,
+            ("nginx", 8443),
+            (tls_overlay(H2_STACK),),
+            {"TLS_CERTS_DIR": str(certs), "HTTPS_PORT": str(free_port())},
+            "https",
+        )
     return targets, workloads
 
 
@@ -269,7 +322,8 @@ def report(data: dict) -> str:
     m = data["machine"]
     lines += [
         f"Machine: {m['cpu']}, {m['cores']} cores, kernel {m['kernel']}, Docker {m['docker']}, "
-        f"Compose {m['compose']}, {m['wrk']}; images {m['python_image']}, {m['nginx_image']}; "
+        f"Compose {m['compose']}, {m['wrk']}, {m.get('h2load', 'no h2load')}; "
+        f"images {m['python_image']}, {m['nginx_image']}; "
         f"commit {m['git']}.",
         f"{data['duration']} s per run after a 1 s warm-up; median (min-max) of "
         f"{data['repeat']} runs interleaved across targets.",
@@ -328,6 +382,24 @@ def report(data: dict) -> str:
             f"gevent {gevent:.0f} req/s = {ratio(gevent, sync)}× the same-sized sync workers "
             f"({sync:.0f} req/s), {ratio(gevent, own)}× its own `GET /` throughput."
         )
+    http2 = data.get("http2")
+    if http2:
+        for kind, what in (
+            ("reused", "connections kept (10 streams in flight on each)"),
+            ("new", "a new TLS connection per request"),
+        ):
+            runs = [r[kind] for r in http2]
+            cpu = ", ".join(
+                f"{s} {spread([r['cpu_us'][s] for r in runs])}" for s in runs[0]["cpu_us"]
+            )
+            lines.append(
+                f"HTTP/2 over TLS (h2load, {runs[0]['protocol']}) to {H2_STACK}'s container, "
+                f"{min(data['connections'])} clients, {what}: {spread([r['rps'] for r in runs])} "
+                f"req/s, mean {spread([r['mean_ms'] for r in runs], '{:.1f}')} ms, max "
+                f"{spread([r['max_ms'] for r in runs], '{:.0f}')} ms, "
+                f"{sum(r['failed'] + r['non2xx'] for r in runs)} failed or non-2xx; "
+                f"CPU µs per request: {cpu}."
+            )
     websockets = data.get("websockets")
     if websockets:
         cpu = ", ".join(
@@ -496,13 +568,13 @@ def start_targets(targets: dict[str, tuple], running: dict[str, Target]) -> None
     started: dict[str, Target] = {}
 
     def start(label: str) -> None:
-        name, compose_file, baseline, front = targets[label]
-        stack = start_stack(name, compose_file, build=False, prefix="fs-bench")
+        name, compose_file, baseline, front, overlays, env, scheme = TargetPlan(*targets[label])
+        stack = start_stack(name, compose_file, overlays, env, build=False, prefix="fs-bench")
         started[label] = Target(label, stack, "", "", baseline, {})  # taken down at the end
         published = stack.published()
         front = front or next(key for key, url in published.items() if url == stack.base_url())
         service, port = front
-        direct = f"http://{stack.address(service)}:{port}"
+        direct = f"{scheme}://{stack.address(service)}:{port}"
         started[label] = Target(
             label, stack, published[front], direct, baseline, container_ids(stack)
         )
@@ -520,11 +592,12 @@ def start_targets(targets: dict[str, tuple], running: dict[str, Target]) -> None
 
 def run_rounds(
     running: dict[str, Target], workloads: list[Workload], args: argparse.Namespace
-) -> tuple[list[dict], list[dict]]:
+) -> tuple[list[dict], list[dict], list[dict]]:
     """`repeat` rounds, each visiting every workload's targets in turn (interleaved, so drift
-    on a shared machine spreads over all); returns the in-process Flask samples and the
-    WebSocket runs (if the gevent stack is measured)."""
+    on a shared machine spreads over all); returns the in-process Flask samples, the HTTP/2
+    runs and the WebSocket runs (the last two if their stacks are measured)."""
     flask: list[dict] = []
+    http2: list[dict] = []
     websockets: list[dict] = []
     for round_ in range(args.repeat):
         for w in workloads:
@@ -535,6 +608,11 @@ def run_rounds(
                     file=sys.stderr,
                 )
                 w.runs.setdefault(label, []).append(measure(running[label], w, args.duration))
+        if H2_LABEL in running:
+            print(f"round {round_ + 1}/{args.repeat}: {H2_LABEL}: h2load", file=sys.stderr)
+            http2.append(
+                measure_http2(running[H2_LABEL], min(args.connection_counts), args.duration)
+            )
         if WS_STACK in running:
             print(f"round {round_ + 1}/{args.repeat}: {WS_STACK}: WebSockets", file=sys.stderr)
             websockets.append(
@@ -543,7 +621,7 @@ def run_rounds(
                 )
             )
         flask.append(in_process(min(args.duration, 3)))
-    return flask, websockets
+    return flask, http2, websockets
 
 
 def peak_memory(running: dict[str, Target]) -> dict[str, dict[str, float]]:
@@ -596,27 +674,36 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if not shutil.which("wrk"):
         raise SystemExit("bench: wrk is missing: run `make setup` (Debian: apt-get install wrk)")
+    if not shutil.which("h2load"):
+        raise SystemExit(
+            "bench: h2load is missing: run `make setup` (Debian: apt-get install nghttp2-client)"
+        )
     machine = machine_info()
     machine["git"] = tree_state(machine["git"], args.allow_dirty)
-    targets, workloads = plan(args.names, args.connection_counts)
+    certs = Path(tempfile.mkdtemp(prefix="fs-bench-certs-"))
+    certs.chmod(0o755)  # nginx (uid 101) reads it through the mount
+    make_certs(certs)  # the local CA's localhost pair, as `make certs` writes it
+    targets, workloads = plan(args.names, args.connection_counts, certs)
     # every stack's and baseline's published address on a port the OS picks
     os.environ.update(ephemeral_ports("bench/*/compose.yaml"))
     started = datetime.datetime.now(datetime.UTC)
     running: dict[str, Target] = {}
     try:
         start_targets(targets, running)
-        flask, websockets = run_rounds(running, workloads, args)
+        flask, http2, websockets = run_rounds(running, workloads, args)
         peaks = peak_memory(running)
     except NoAccounting as error:
         raise SystemExit(f"bench: {error}") from None
     finally:
         for target in running.values():
             stop_stack(target.stack)
+        shutil.rmtree(certs, ignore_errors=True)
     data = {
         "command": command_line(args),
         "started": started.strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine,
         "duration": args.duration,
+        "connections": args.connection_counts,
         "repeat": args.repeat,
         "method": __doc__,
         "workloads": [
@@ -624,11 +711,13 @@ def main(argv: list[str] | None = None) -> int:
             for w in workloads
         ],
         "in_process": flask,
+        "http2": http2,
         "websockets": websockets,
         "peak_memory_mib": peaks,
         "image_sizes_mib": image_sizes(),
         "failures": production_failures(workloads, running)
-        + sum(run["errors"] for run in websockets),
+        + sum(run["errors"] for run in websockets)
+        + sum(run[k]["failed"] + run[k]["non2xx"] for run in http2 for k in ("reused", "new")),
     }
     print(__doc__)
     print(write_results(data, args.out, started))

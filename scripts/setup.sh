@@ -174,11 +174,11 @@ ensure_images() {
 }
 
 # Host tools the checks call: shellcheck (make lint), httperf (seed 001's load replay),
-# wrk (make bench).
+# wrk and h2load (make bench; h2load is in Debian's nghttp2-client).
 ensure_tools() {
   local missing=() tool
-  for tool in shellcheck httperf wrk; do
-    command -v "$tool" >/dev/null || missing+=("$tool")
+  for tool in shellcheck httperf wrk h2load:nghttp2-client; do
+    command -v "${tool%%:*}" >/dev/null || missing+=("${tool#*:}")
   done
   [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
 }

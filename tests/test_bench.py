@@ -51,6 +51,12 @@ def test_bench_smoke_run_writes_a_report_without_errors(images, tmp_path):
     nginx_cpu = data["workloads"][0]["runs"]["nginx-uwsgi-socket"][0]["cpu_us"]
     assert nginx_cpu["app"] > 0 and nginx_cpu["nginx"] > 0, nginx_cpu  # cgroups were read
     assert data["in_process"][0]["rps_per_core"] > 0
+    (h2,) = data["http2"]  # HTTP/2 over TLS to the socket stack: kept and new connections
+    for kind in ("reused", "new"):
+        run = h2[kind]
+        assert run["protocol"] == "h2" and run["requests"] > 0, h2
+        assert run["failed"] == run["non2xx"] == 0 and run["cpu_us"]["nginx"] > 0, h2
+    assert h2["new"]["cpu_us"]["nginx"] > h2["reused"]["cpu_us"]["nginx"], "a handshake each"
     (ws,) = data["websockets"]  # the gevent stack's WebSockets: echoed, and memory per socket
     assert ws["messages"] > 0 and ws["errors"] == 0 and ws["cpu_us"]["app"] > 0, ws
     assert ws["held"] == 50 and ws["kib_per_socket_deflate"] > ws["kib_per_socket_plain"], ws
@@ -59,6 +65,7 @@ def test_bench_smoke_run_writes_a_report_without_errors(images, tmp_path):
     assert "| GET / | container | nginx-uwsgi-socket | 16 |" in report
     assert "| GET / | docker-proxy | nginx-uwsgi-socket | 16 |" in report
     assert "docker-proxy's cost, GET / through 127.0.0.1" in report
+    assert "HTTP/2 over TLS (h2load, h2) to nginx-uwsgi-socket's container" in report
     assert "WebSockets on nginx-gunicorn-gevent (`/ws/echo`, 16 sockets" in report
     assert (tmp_path / "latest.png").read_bytes().startswith(b"\x89PNG")
     # it cleaned up: no bench project left running

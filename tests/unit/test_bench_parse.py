@@ -80,3 +80,46 @@ def test_a_dirty_tree_is_refused_unless_allowed():
     with pytest.raises(SystemExit, match=r"uncommitted changes \(0db7609-dirty\).*--allow-dirty"):
         bench.tree_state("0db7609-dirty", allow_dirty=False)
     assert "uncommitted" in bench.tree_state("0db7609-dirty", allow_dirty=True)
+
+
+# h2load (nghttp2 1.52, Debian's nghttp2-client) against an HTTPS port, with failures (two
+# long lines cut at [...])
+H2LOAD_WITH_FAILURES = """\
+starting benchmark...
+spawning thread #0: 16 total client(s). Timing-based test with 0s of warm-up time and [...]
+TLS Protocol: TLSv1.3
+Cipher: TLS_AES_256_GCM_SHA384
+Server Temp Key: X25519 253 bits
+Application protocol: h2
+Main benchmark duration is started for thread #0.
+Main benchmark duration is over for thread #0. Stopping all clients.
+Stopped all clients for thread #0
+
+finished in 5.00s, 4373.20 req/s, 1.53MB/s
+requests: 21866 total, 22026 started, 21866 done, 21800 succeeded, 40 failed, 26 errored, 0 timeout
+status codes: 21800 2xx, 0 3xx, 12 4xx, 28 5xx
+traffic: 7.63MB (8001234) total, 301.51KB (308745) headers (space savings 92.10%), [...]
+                     min         max         mean         sd        +/- sd
+time for request:      812us    155.02ms     36.01ms     12.31ms    71.23%
+time for connect:     3.11ms     14.92ms      8.74ms      3.53ms    62.50%
+time to 1st byte:    15.33ms     40.12ms     26.01ms      7.88ms    56.25%
+req/s           :     268.12      279.33      273.32        3.11    62.50%
+"""
+
+
+def test_h2load_parse_counts_failures_and_the_protocol():
+    from harness.h2load import parse_h2load
+
+    result = parse_h2load(H2LOAD_WITH_FAILURES)
+    assert result["rps"] == pytest.approx(4373.20) and result["seconds"] == pytest.approx(5.0)
+    assert result["requests"] == 21800  # succeeded, not merely done
+    assert result["failed"] == 66 and result["non2xx"] == 40
+    assert result["protocol"] == "h2"
+    assert result["max_ms"] == pytest.approx(155.02) and result["mean_ms"] == pytest.approx(36.01)
+
+
+def test_h2load_output_without_counts_is_an_error_not_zeros():
+    from harness.h2load import parse_h2load
+
+    with pytest.raises(ValueError, match="no request counts"):
+        parse_h2load("connect: Connection refused\nNo protocol negotiated. Aborted\n")
