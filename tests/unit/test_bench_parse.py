@@ -96,7 +96,7 @@ Main benchmark duration is over for thread #0. Stopping all clients.
 Stopped all clients for thread #0
 
 finished in 5.00s, 4373.20 req/s, 1.53MB/s
-requests: 21866 total, 22026 started, 21866 done, 21800 succeeded, 40 failed, 26 errored, 0 timeout
+requests: 21866 total, 22026 started, 21866 done, 21800 succeeded, 66 failed, 26 errored, 0 timeout
 status codes: 21800 2xx, 0 3xx, 12 4xx, 28 5xx
 traffic: 7.63MB (8001234) total, 301.51KB (308745) headers (space savings 92.10%), [...]
                      min         max         mean         sd        +/- sd
