@@ -136,11 +136,11 @@ class Workload:
     runs: dict[str, list[dict]] = field(default_factory=dict)
 
 
-def measure(target: Target, workload: Workload, duration: int) -> dict:
+def measure(target: Target, workload: Workload, duration: int, warm_up: bool = True) -> dict:
     ids = target.containers
     url = (target.url if workload.via == PROXY else target.direct) + workload.path
     pids = proxy_pids(target.url.rsplit(":", 1)[1])
-    if not workload.slow:
+    if warm_up and not workload.slow:
         wrk(url, workload.connections, 1)  # warm up: workers, caches, connection pools
     before = {s: cpu_ns(c) for s, c in ids.items()}
     proxy_before = process_cpu_ns(pids)
@@ -151,12 +151,15 @@ def measure(target: Target, workload: Workload, duration: int) -> dict:
     return result
 
 
-def measure_websockets(target: Target, connections: int, duration: int, held: int) -> dict:
+def measure_websockets(
+    target: Target, connections: int, duration: int, held: int, warm_up: bool = True
+) -> dict:
     """The gevent stack's WebSockets: echo rate and CPU per message, then memory per idle
     socket (the app server's PSS before and with `held` open)."""
     url = target.direct.replace("http://", "ws://", 1) + "/ws/echo"
     ids = target.containers
-    asyncio.run(echo_rate(url, connections, 1))  # warm up
+    if warm_up:
+        asyncio.run(echo_rate(url, connections, 1))
     before = {s: cpu_ns(c) for s, c in ids.items()}
     result = asyncio.run(echo_rate(url, connections, duration))
     result["connections"] = connections
@@ -181,13 +184,14 @@ def measure_websockets(target: Target, connections: int, duration: int, held: in
     return result
 
 
-def measure_http2(target: Target, connections: int, duration: int) -> dict:
+def measure_http2(target: Target, connections: int, duration: int, warm_up: bool = True) -> dict:
     """HTTP/2 over TLS to the container (h2load): `connections` kept for many requests (10
     streams each), and a new TLS connection per request (the handshake's cost); CPU per
     request per container for each."""
     url = target.direct + "/"
     ids = target.containers
-    h2load.reused(url, connections, 1)  # warm up
+    if warm_up:
+        h2load.reused(url, connections, 1)
     result = {}
     for kind, run in (
         ("reused", lambda: h2load.reused(url, connections, duration)),
@@ -526,7 +530,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--smoke",
         action="store_true",
-        help="1 s runs, 16 connections, once: checks the harness, measures nothing",
+        help="1 s runs, no warm-ups, 16 connections, once: checks the harness, measures nothing",
     )
     args = parser.parse_args(argv)
     args.ws_held = WS_HELD
@@ -608,17 +612,25 @@ def run_rounds(
                     f"at {w.connections} connections",
                     file=sys.stderr,
                 )
-                w.runs.setdefault(label, []).append(measure(running[label], w, args.duration))
+                w.runs.setdefault(label, []).append(
+                    measure(running[label], w, args.duration, not args.smoke)
+                )
         if H2_LABEL in running:
             print(f"round {round_ + 1}/{args.repeat}: {H2_LABEL}: h2load", file=sys.stderr)
             http2.append(
-                measure_http2(running[H2_LABEL], min(args.connection_counts), args.duration)
+                measure_http2(
+                    running[H2_LABEL], min(args.connection_counts), args.duration, not args.smoke
+                )
             )
         if WS_STACK in running:
             print(f"round {round_ + 1}/{args.repeat}: {WS_STACK}: WebSockets", file=sys.stderr)
             websockets.append(
                 measure_websockets(
-                    running[WS_STACK], min(args.connection_counts), args.duration, args.ws_held
+                    running[WS_STACK],
+                    min(args.connection_counts),
+                    args.duration,
+                    args.ws_held,
+                    not args.smoke,
                 )
             )
         flask.append(in_process(min(args.duration, 3)))

@@ -67,19 +67,30 @@ def test_restarted_backend_gets_traffic_again(stack, base_url, record):
     both_in_rotation(stack, base_url)
     stack.compose("stop", "app2", timeout=60)  # the starting point: app2 down
     try:
-        with Stream(base_url + "/whoami", clients=2, limit=40) as stream:
-            started = time.monotonic()
+        with Stream(base_url + "/whoami", clients=2, limit=60) as stream:
+            started, since = time.monotonic(), time.time()
             stack.compose("start", "app2", timeout=60)
             app2 = hostnames(stack)["app2"]
-            # app2's start (about 1 s), then at most fail_timeout until nginx tries it again
+            # nginx's part, measured from app2's workers being there: its start takes ~1 s
+            # alone, several when the other xdist worker's stacks load the machine
+            wait_for(
+                lambda: "spawned uWSGI worker" in stack.logs("app2", since=since),
+                30,
+                "app2's uWSGI workers spawned",
+            )
+            up = time.monotonic()
             wait_for(lambda: stream.served_by(app2), 30, "app2 gets traffic after its start")
-            back = time.monotonic() - started
+            back = time.monotonic() - up
         results = stream.stop()
     finally:
         stack.up(timeout=120)
     record(
-        stack, "stopped backend started again", f"{summary(results)} / serving after {back:.1f} s"
+        stack,
+        "stopped backend started again",
+        f"{summary(results)} / workers up after {up - started:.1f} s, serving {back:.1f} s later",
     )
     assert all(r.status == 200 for r in results), summary(results)
-    bound = FAIL_TIMEOUT + 3
-    assert back < bound, f"app2 served again only {back:.1f} s after its start (bound {bound})"
+    bound = (
+        FAIL_TIMEOUT + 3
+    )  # at most fail_timeout until nginx tries it again, and the stream's gap
+    assert back < bound, f"app2 served again only {back:.1f} s after it was up (bound {bound})"
