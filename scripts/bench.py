@@ -76,7 +76,9 @@ APP_IMAGE = "flask-stacks/app:latest"
 STATIC_PATH = "/static/style.css"
 SLOW_PATH = "/slow?seconds=0.05"
 WS_STACK = "nginx-gunicorn-gevent"  # the one stack that serves WebSockets (the others: 501)
-H2_STACK = "nginx-uwsgi-socket"  # HTTP/2 over TLS on the stack with the highest share (below)
+# HTTP/2 over TLS on the split stack with the highest share (single-container, a little higher,
+# bundles nginx and uWSGI in one container)
+H2_STACK = "nginx-uwsgi-socket"
 H2_LABEL = f"{H2_STACK} over HTTPS (HTTP/2)"
 WS_HELD = 1000  # idle sockets held for the memory figure: the stack's per-address limit_conn
 
@@ -136,17 +138,31 @@ class Workload:
     runs: dict[str, list[dict]] = field(default_factory=dict)
 
 
+def with_cpu(ids: dict[str, str], run, count: str) -> dict:
+    """`run()`'s figures plus `cpu_us`: each container's cgroup CPU over the call divided by
+    the figures' `count` (requests, messages)."""
+    before = {s: cpu_ns(c) for s, c in ids.items()}
+    figures = run()
+    done = max(figures[count], 1)
+    figures["cpu_us"] = {s: (cpu_ns(c) - before[s]) / 1000 / done for s, c in ids.items()}
+    return figures
+
+
+def cpu_column(runs: list[dict]) -> str:
+    """Each container's CPU µs per request over the runs: "app 160 (157-205), nginx 77 ..."."""
+    return ", ".join(f"{s} {spread([r['cpu_us'][s] for r in runs])}" for s in runs[0]["cpu_us"])
+
+
 def measure(target: Target, workload: Workload, duration: int, warm_up: bool = True) -> dict:
     ids = target.containers
     url = (target.url if workload.via == PROXY else target.direct) + workload.path
     pids = proxy_pids(target.url.rsplit(":", 1)[1])
     if warm_up and not workload.slow:
         wrk(url, workload.connections, 1)  # warm up: workers, caches, connection pools
-    before = {s: cpu_ns(c) for s, c in ids.items()}
     proxy_before = process_cpu_ns(pids)
-    result = wrk(url, workload.connections, duration, timeout=30 if workload.slow else 2)
+    timeout = 30 if workload.slow else 2
+    result = with_cpu(ids, lambda: wrk(url, workload.connections, duration, timeout), "requests")
     served = max(result["requests"], 1)
-    result["cpu_us"] = {s: (cpu_ns(c) - before[s]) / 1000 / served for s, c in ids.items()}
     result["cpu_us"]["docker-proxy"] = (process_cpu_ns(pids) - proxy_before) / 1000 / served
     return result
 
@@ -160,11 +176,8 @@ def measure_websockets(
     ids = target.containers
     if warm_up:
         asyncio.run(echo_rate(url, connections, 1))
-    before = {s: cpu_ns(c) for s, c in ids.items()}
-    result = asyncio.run(echo_rate(url, connections, duration))
+    result = with_cpu(ids, lambda: asyncio.run(echo_rate(url, connections, duration)), "messages")
     result["connections"] = connections
-    echoed = max(result["messages"], 1)
-    result["cpu_us"] = {s: (cpu_ns(c) - before[s]) / 1000 / echoed for s, c in ids.items()}
 
     async def hold(compression: str | None) -> float:
         sockets = await open_sockets(url, held, ping_interval=None, compression=compression)
@@ -192,17 +205,12 @@ def measure_http2(target: Target, connections: int, duration: int, warm_up: bool
     ids = target.containers
     if warm_up:
         h2load.reused(url, connections, 1)
-    result = {}
-    for kind, run in (
-        ("reused", lambda: h2load.reused(url, connections, duration)),
-        ("new", lambda: h2load.new_connections(url, connections, duration)),
-    ):
-        before = {s: cpu_ns(c) for s, c in ids.items()}
-        figures = run()
-        done = max(figures["requests"], 1)
-        figures["cpu_us"] = {s: (cpu_ns(c) - before[s]) / 1000 / done for s, c in ids.items()}
-        result[kind] = figures
-    return result
+    return {
+        "reused": with_cpu(ids, lambda: h2load.reused(url, connections, duration), "requests"),
+        "new": with_cpu(
+            ids, lambda: h2load.new_connections(url, connections, duration), "requests"
+        ),
+    }
 
 
 def in_process(seconds: int) -> dict:
@@ -343,9 +351,7 @@ def report(data: dict) -> str:
     }
     for w in data["workloads"]:
         for label, runs in w["runs"].items():
-            cpu = ", ".join(
-                f"{s} {spread([r['cpu_us'][s] for r in runs])}" for s in runs[0]["cpu_us"]
-            )
+            cpu = cpu_column(runs)
             x_ceiling = (
                 ratio(median(runs, "rps"), ceilings.get((w["connections"], w["via"]), 0))
                 if w["path"] == "/"
@@ -393,9 +399,7 @@ def report(data: dict) -> str:
             ("new", "a new TLS connection per request"),
         ):
             runs = [r[kind] for r in http2]
-            cpu = ", ".join(
-                f"{s} {spread([r['cpu_us'][s] for r in runs])}" for s in runs[0]["cpu_us"]
-            )
+            cpu = cpu_column(runs)
             lines.append(
                 f"HTTP/2 over TLS (h2load, {runs[0]['protocol']}) to {H2_STACK}'s container, "
                 f"{min(data['connections'])} clients, {what}: {spread([r['rps'] for r in runs])} "
@@ -407,9 +411,7 @@ def report(data: dict) -> str:
             )
     websockets = data.get("websockets")
     if websockets:
-        cpu = ", ".join(
-            f"{s} {spread([r['cpu_us'][s] for r in websockets])}" for s in websockets[0]["cpu_us"]
-        )
+        cpu = cpu_column(websockets)
         held = []
         for variant, how in (("deflate", "with permessage-deflate"), ("plain", "without")):
             kib = [r[f"kib_per_socket_{variant}"] for r in websockets]
