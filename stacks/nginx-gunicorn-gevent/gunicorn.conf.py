@@ -15,7 +15,7 @@ wsgi_app = os.environ["APP_MODULE"]  # "module:variable" or "module:factory()", 
 
 # Server socket
 bind = "0.0.0.0:8000"  # the compose network only: compose publishes nginx, not this port
-backlog = 1024  # pending connections; nginx opens one per request
+backlog = 4096  # pending connections: every one nginx can hold open to us (base.ini's listen)
 
 # Worker processes
 workers = int(os.environ.get("GUNICORN_WORKERS", multiprocessing.cpu_count()))  # one per core
