@@ -34,7 +34,7 @@ PUBLISHED = '{{.Service}}{{range .Publishers}}{{if .PublishedPort}} {{if eq .Tar
 .DEFAULT_GOAL := help
 FAMILIES := $(patsubst docker-compose.%.yml,%,$(wildcard docker-compose.*.yml))
 
-.PHONY: help setup offline-images certs secrets up down purge run export logs ps lint bench test \
+.PHONY: help setup offline-images certs secrets up down purge run export logs ps lint bench tune test \
         test-unit \
         check-stack \
         swarm-up swarm-down \
@@ -138,6 +138,10 @@ swarm-down: ## remove it (and the single-node swarm, if swarm-up created it)
 bench: ## measure every stack side by side (STACKS=a,b DURATION=5 CONNECTIONS=64,256 REPEAT=3) into bench/results/; a committed tree only, unless ALLOW_DIRTY=1
 	@scripts/setup.sh all
 	$(VENV)/python scripts/bench.py
+
+tune: ## the parameter search behind the servers' settings (SERVERS=nginx-uwsgi-socket,nginx-gunicorn-gevent DURATION REPEAT) into bench/results/tune-*
+	@scripts/setup.sh all
+	$(VENV)/python scripts/tune.py
 
 # stacks side by side: each stack's checks in one worker, PYTEST_WORKERS workers (docs/tests.md)
 PYTEST_WORKERS ?= 2

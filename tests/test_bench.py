@@ -1,5 +1,6 @@
-"""`make bench` in smoke mode, end to end, so the harness cannot rot: every target and
-workload it knows, 1 s each, parsed, counted, written as JSON, Markdown and a chart."""
+"""`make bench` and `make tune` in smoke mode, end to end, so their harness cannot rot: every
+target and workload the bench knows, 1 s each, parsed, counted, written as JSON, Markdown and a
+chart; a few of the search's variants, each kind of change checked in its containers."""
 
 import json
 import subprocess
@@ -83,3 +84,36 @@ def test_bench_smoke_run_writes_a_report_without_errors(images, tmp_path):
         check=True,
     ).stdout.split()
     assert not [p for p in left if p.startswith("fs-bench-")], left
+
+
+def test_tune_smoke_run_applies_each_kind_of_change(images, tmp_path):
+    """`make tune` in smoke mode: a uWSGI option, a Gunicorn setting and an nginx file edit
+    each reach their containers (the worker counts show it), and the report is written."""
+    result = subprocess.run(
+        [sys.executable, "scripts/tune.py", "--smoke", "--allow-dirty", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    data = json.loads((tmp_path / "tune-latest.json").read_text())
+    searches = {s["stack"]: s for s in data["searches"]}
+    assert set(searches) == {"nginx-uwsgi-socket", "nginx-gunicorn-gevent"}
+    cores = data["machine"]["cores"]
+    uwsgi = searches["nginx-uwsgi-socket"]["processes"]
+    assert uwsgi["shipped"]["app (uwsgi)"] == 2 * cores + 1, uwsgi  # base.ini's workers + master
+    assert uwsgi["uWSGI processes = 2 (one per core)"]["app (uwsgi)"] == 3, uwsgi
+    assert uwsgi["shipped"]["nginx (nginx)"] == cores + 1, uwsgi  # worker_processes auto
+    gunicorn = searches["nginx-gunicorn-gevent"]["processes"]
+    assert gunicorn["shipped"]["app (gunicorn)"] == cores + 1, gunicorn
+    assert gunicorn["Gunicorn workers = 1"]["app (gunicorn)"] == 2, gunicorn
+    for search in data["searches"]:
+        (w,) = search["workloads"]
+        assert set(w["runs"]) == {"ceiling (nginx return 200)"} | set(search["processes"]), w
+        for label, (run,) in w["runs"].items():
+            assert run["requests"] > 0 and run["non2xx"] == run["errors"] == 0, (label, run)
+    report = (tmp_path / "tune-latest.md").read_text()
+    assert "| nginx access log off | 16 |" in report
+    assert "| Gunicorn workers = 1 | 16 |" in report
