@@ -15,6 +15,8 @@ Method (written into every report):
   stacks' own nginx.conf and logging), each app server reached directly (uWSGI through an added
   HTTP/1.1 socket, Gunicorn on its own port, same configs), and Flask in-process (the WSGI app
   called in a loop inside the app image: the limit for the app code itself, per core).
+- The error run: GET / at ERRORS_AT (1,024) connections to each stack's container, wrk's
+  timeout 30 s; its figure is whether any request failed (non-2xx, socket errors).
 - HTTP/2 over TLS (h2load, to the socket stack's container with its TLS overlay): clients
   keeping their connection (10 streams in flight each), and a new TLS connection per request.
 - WebSockets (the gevent stack, `/ws/echo`, the `websockets` library's asyncio client on the
@@ -71,6 +73,7 @@ from harness.websockets_load import allow_open_files, close_all, echo_rate, open
 from harness.wrk import wrk
 
 CEILING = "ceiling (nginx return 200)"
+ERROR_RUN = "GET / (error run)"
 CONTAINER, PROXY = "container", "docker-proxy"  # the two paths (see the method above)
 APP_IMAGE = "flask-stacks/app:latest"
 STATIC_PATH = "/static/style.css"
@@ -81,6 +84,9 @@ WS_STACK = "nginx-gunicorn-gevent"  # the one stack that serves WebSockets (the 
 H2_STACK = "nginx-uwsgi-socket"
 H2_LABEL = f"{H2_STACK} over HTTPS (HTTP/2)"
 WS_HELD = 1000  # idle sockets held for the memory figure: the stack's per-address limit_conn
+# the error run: as many connections as each nginx worker can proxy at once on 2 cores
+# (worker_connections 2048, two per request), every production stack, any failure counted
+ERRORS_AT = 1024
 
 # Flask's own cost: the WSGI app called in a loop, no server, no socket (inside the app image).
 IN_PROCESS = """
@@ -135,6 +141,7 @@ class Workload:
     # /slow: no warm-up (its queued requests would still hold sync workers when the measured
     # run starts) and a timeout above the queueing delay of 256 clients on 2 sync workers
     slow: bool = False
+    timeout: int = 2  # wrk's: a request slower than this counts as a socket error
     runs: dict[str, list[dict]] = field(default_factory=dict)
 
 
@@ -160,8 +167,9 @@ def measure(target: Target, workload: Workload, duration: int, warm_up: bool = T
     if warm_up and not workload.slow:
         wrk(url, workload.connections, 1)  # warm up: workers, caches, connection pools
     proxy_before = process_cpu_ns(pids)
-    timeout = 30 if workload.slow else 2
-    result = with_cpu(ids, lambda: wrk(url, workload.connections, duration, timeout), "requests")
+    result = with_cpu(
+        ids, lambda: wrk(url, workload.connections, duration, workload.timeout), "requests"
+    )
     served = max(result["requests"], 1)
     result["cpu_us"]["docker-proxy"] = (process_cpu_ns(pids) - proxy_before) / 1000 / served
     return result
@@ -265,7 +273,7 @@ def machine_info() -> dict:
 
 
 def plan(
-    names: list[str], connections: list[int], certs: Path
+    names: list[str], connections: list[int], certs: Path, errors_at: int = ERRORS_AT
 ) -> tuple[dict[str, tuple], list[Workload]]:
     """Targets (label -> compose name, compose file, baseline?, (service, port) wrk loads) and
     workloads. Baselines follow the chosen stacks: uWSGI direct with a uWSGI stack, and so on."""
@@ -292,6 +300,8 @@ def plan(
         for via in (CONTAINER, PROXY)
         for c in connections
     ]
+    # the stacks only: whether any request fails (a queue wait of seconds is not a failure)
+    workloads.append(Workload(ERROR_RUN, "/", errors_at, list(names), timeout=30))
     static_stack = "nginx-uwsgi-socket" if "nginx-uwsgi-socket" in names else names[0]
     workloads.append(Workload("static file", STATIC_PATH, min(connections), [static_stack]))
     if gunicorn:
@@ -309,6 +319,7 @@ def plan(
                 max(connections),
                 ["nginx-gunicorn-gevent", sync],
                 slow=True,
+                timeout=30,
             )
         )
     if H2_STACK in names:  # HTTP/2 over TLS (h2load, not wrk): its own rounds, not workloads
@@ -354,7 +365,7 @@ def report(data: dict) -> str:
             cpu = cpu_column(runs)
             x_ceiling = (
                 ratio(median(runs, "rps"), ceilings.get((w["connections"], w["via"]), 0))
-                if w["path"] == "/"
+                if w["name"] == "GET /"
                 else "-"
             )
             lines.append(
@@ -381,7 +392,7 @@ def report(data: dict) -> str:
             (
                 median(w["runs"]["nginx-gunicorn-gevent"], "rps")
                 for w in data["workloads"]
-                if w["path"] == "/"
+                if w["name"] == "GET /"
                 and w["connections"] == slow["connections"]
                 and w["via"] == slow["via"]
             ),
@@ -438,7 +449,7 @@ def report(data: dict) -> str:
 def proxy_cost(workloads: list[dict]) -> str:
     """What Docker's userland proxy costs: each target's GET / rate through it as a share of
     its rate to the container's address, and the proxy's own CPU per request."""
-    by_path = {(w["connections"], w["via"]): w for w in workloads if w["path"] == "/"}
+    by_path = {(w["connections"], w["via"]): w for w in workloads if w["name"] == "GET /"}
     parts = []
     for (connections, via), proxied in sorted(by_path.items()):
         direct = by_path.get((connections, CONTAINER))
@@ -466,7 +477,7 @@ def chart(data: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    get = [w for w in data["workloads"] if w["path"] == "/" and w["via"] == CONTAINER]
+    get = [w for w in data["workloads"] if w["name"] == "GET /" and w["via"] == CONTAINER]
     labels = list(get[0]["runs"])
     fig, axes = plt.subplots(1, 2, figsize=(13, 0.5 * len(labels) + 2), sharey=True)
     height = 0.8 / len(get)
@@ -538,6 +549,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.ws_held = WS_HELD
     if args.smoke:
         args.duration, args.connections, args.repeat, args.ws_held = 1, "16", 1, 50
+    args.errors_at = 32 if args.smoke else ERRORS_AT
     nginx_stacks = NGINX_STACKS
     args.names = [s for s in args.stacks.split(",") if s] or nginx_stacks
     unknown = sorted(set(args.names) - set(nginx_stacks))
@@ -698,7 +710,7 @@ def main(argv: list[str] | None = None) -> int:
     certs = Path(tempfile.mkdtemp(prefix="fs-bench-certs-"))
     certs.chmod(0o755)  # nginx (uid 101) reads it through the mount
     make_certs(certs)  # the local CA's localhost pair, as `make certs` writes it
-    targets, workloads = plan(args.names, args.connection_counts, certs)
+    targets, workloads = plan(args.names, args.connection_counts, certs, args.errors_at)
     # every stack's and baseline's published address on a port the OS picks
     os.environ.update(ephemeral_ports("bench/*/compose.yaml"))
     started = datetime.datetime.now(datetime.UTC)

@@ -35,6 +35,7 @@ def test_bench_smoke_run_writes_a_report_without_errors(images, tmp_path):
     get.add("Gunicorn gevent direct")
     assert measured == {
         *(("GET /", via, label) for via in ("container", "docker-proxy") for label in get),
+        *(("GET / (error run)", "container", stack) for stack in stacks.split(",")),
         ("static file", "container", "nginx-uwsgi-socket"),
         ("GET /slow 50 ms", "container", "nginx-gunicorn-gevent"),
         ("GET /slow 50 ms", "container", "nginx-gunicorn-gevent, sync workers"),
