@@ -530,20 +530,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=os.environ.get("STACKS", ""),
         help="comma-separated; default: every nginx stack",
     )
-    parser.add_argument("--duration", type=int, default=int(os.environ.get("DURATION", "5")))
-    parser.add_argument("--connections", default=os.environ.get("CONNECTIONS", "64,256"))
-    parser.add_argument("--repeat", type=int, default=int(os.environ.get("REPEAT", "3")))
-    parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "bench/results")))
-    parser.add_argument(
-        "--allow-dirty",
-        action="store_true",
-        default=os.environ.get("ALLOW_DIRTY", "") not in ("", "0"),
-        help="measure a tree with uncommitted changes (the report says so); by default refused",
-    )
-    parser.add_argument(
-        "--smoke",
-        action="store_true",
-        help="1 s runs, no warm-ups, 16 connections, once: checks the harness, measures nothing",
+    add_run_options(
+        parser,
+        "measure",
+        "1 s runs, no warm-ups, 16 connections, once: checks the harness, measures nothing",
     )
     args = parser.parse_args(argv)
     args.ws_held = WS_HELD
@@ -555,15 +545,36 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = sorted(set(args.names) - set(nginx_stacks))
     if unknown:
         raise SystemExit(f"bench: not an nginx stack: {unknown}; choose from {nginx_stacks}")
+    check_run_options(args, "bench")
+    return args
+
+
+def add_run_options(parser: argparse.ArgumentParser, verb: str, smoke: str) -> None:
+    """The options `make bench` and `make tune` share (or DURATION, CONNECTIONS, REPEAT, OUT,
+    ALLOW_DIRTY from make)."""
+    parser.add_argument("--duration", type=int, default=int(os.environ.get("DURATION", "5")))
+    parser.add_argument("--connections", default=os.environ.get("CONNECTIONS", "64,256"))
+    parser.add_argument("--repeat", type=int, default=int(os.environ.get("REPEAT", "3")))
+    parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "bench/results")))
+    parser.add_argument(
+        "--allow-dirty",
+        action="store_true",
+        default=os.environ.get("ALLOW_DIRTY", "") not in ("", "0"),
+        help=f"{verb} a tree with uncommitted changes (the report says so); by default refused",
+    )
+    parser.add_argument("--smoke", action="store_true", help=smoke)
+
+
+def check_run_options(args: argparse.Namespace, tool: str) -> None:
+    """`args.connection_counts` from CONNECTIONS; a bad value stops `tool` with what to give."""
     try:
         args.connection_counts = [int(c) for c in args.connections.split(",")]
     except ValueError:
         raise SystemExit(
-            f"bench: CONNECTIONS={args.connections!r}: give numbers, e.g. 64,256"
+            f"{tool}: CONNECTIONS={args.connections!r}: give numbers, e.g. 64,256"
         ) from None
     if args.duration < 1 or args.repeat < 1 or min(args.connection_counts) < 1:
-        raise SystemExit("bench: DURATION, REPEAT and CONNECTIONS must be at least 1")
-    return args
+        raise SystemExit(f"{tool}: DURATION, REPEAT and CONNECTIONS must be at least 1")
 
 
 def tree_state(describe: str, allow_dirty: bool) -> str:

@@ -37,6 +37,8 @@ from bench import (
     Target,
     TargetPlan,
     Workload,
+    add_run_options,
+    check_run_options,
     cpu_column,
     machine_info,
     measure,
@@ -377,20 +379,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=os.environ.get("SERVERS", ""),
         help=f"comma-separated stacks whose server is searched; default: {','.join(SEARCH)}",
     )
-    parser.add_argument("--duration", type=int, default=int(os.environ.get("DURATION", "5")))
-    parser.add_argument("--connections", default=os.environ.get("CONNECTIONS", "64,256"))
-    parser.add_argument("--repeat", type=int, default=int(os.environ.get("REPEAT", "3")))
-    parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "bench/results")))
-    parser.add_argument(
-        "--allow-dirty",
-        action="store_true",
-        default=os.environ.get("ALLOW_DIRTY", "") not in ("", "0"),
-        help="search a tree with uncommitted changes (the report says so); by default refused",
-    )
-    parser.add_argument(
-        "--smoke",
-        action="store_true",
-        help="1 s runs, no warm-ups, 16 connections, once, a few variants: checks the harness",
+    add_run_options(
+        parser,
+        "search",
+        "1 s runs, no warm-ups, 16 connections, once, a few variants: checks the harness",
     )
     args = parser.parse_args(argv)
     if args.smoke:
@@ -399,14 +391,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = sorted(set(args.names) - set(SEARCH))
     if unknown:
         raise SystemExit(f"tune: no search for {unknown}; choose from {list(SEARCH)}")
-    try:
-        args.connection_counts = [int(c) for c in args.connections.split(",")]
-    except ValueError:
-        raise SystemExit(
-            f"tune: CONNECTIONS={args.connections!r}: give numbers, e.g. 64,256"
-        ) from None
-    if args.duration < 1 or args.repeat < 1 or min(args.connection_counts) < 1:
-        raise SystemExit("tune: DURATION, REPEAT and CONNECTIONS must be at least 1")
+    check_run_options(args, "tune")
     return args
 
 

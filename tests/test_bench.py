@@ -9,19 +9,10 @@ import sys
 from harness.compose import ROOT
 
 
-def test_bench_smoke_run_writes_a_report_without_errors(images, tmp_path):
-    stacks = "nginx-uwsgi-socket,nginx-gunicorn-gevent"  # one of each server family
+def smoke_run(script: str, out, *args: str) -> None:
+    """scripts/<script> in smoke mode, its results into `out`; it must exit 0."""
     result = subprocess.run(
-        [
-            sys.executable,
-            "scripts/bench.py",
-            "--smoke",
-            "--allow-dirty",
-            "--stacks",
-            stacks,
-            "--out",
-            str(tmp_path),
-        ],  # fmt: skip
+        [sys.executable, f"scripts/{script}", "--smoke", "--allow-dirty", "--out", str(out), *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -29,6 +20,11 @@ def test_bench_smoke_run_writes_a_report_without_errors(images, tmp_path):
         check=False,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+def test_bench_smoke_run_writes_a_report_without_errors(images, tmp_path):
+    stacks = "nginx-uwsgi-socket,nginx-gunicorn-gevent"  # one of each server family
+    smoke_run("bench.py", tmp_path, "--stacks", stacks)
     data = json.loads((tmp_path / "latest.json").read_text())
     measured = {(w["name"], w["via"], label) for w in data["workloads"] for label in w["runs"]}
     get = {"ceiling (nginx return 200)", *stacks.split(","), "uWSGI direct (HTTP/1.1 socket)"}
@@ -90,15 +86,7 @@ def test_bench_smoke_run_writes_a_report_without_errors(images, tmp_path):
 def test_tune_smoke_run_applies_each_kind_of_change(images, tmp_path):
     """`make tune` in smoke mode: a uWSGI option, a Gunicorn setting and an nginx file edit
     each reach their containers (the worker counts show it), and the report is written."""
-    result = subprocess.run(
-        [sys.executable, "scripts/tune.py", "--smoke", "--allow-dirty", "--out", str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    smoke_run("tune.py", tmp_path)
     data = json.loads((tmp_path / "tune-latest.json").read_text())
     searches = {s["stack"]: s for s in data["searches"]}
     assert set(searches) == {"nginx-uwsgi-socket", "nginx-gunicorn-gevent"}
