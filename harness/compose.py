@@ -381,11 +381,29 @@ class Stack:
             found[service] = ok
         return found.keys() == expected.keys() and all(found.values())
 
+    def recover(self, timeout: float = 60) -> list[str]:
+        """`up`, also when a container that kept running was unhealthy: nginx turns unhealthy
+        while a test has every app server stopped (its /healthz gets 502 for `retries`
+        probes), and `up --wait` gives up on an unhealthy container at once instead of waiting
+        for its next probe. Then wait, up to `timeout` s, for every service to pass again."""
+        try:
+            return self.up(timeout=120)
+        except StackError as error:
+            if "is unhealthy" not in str(error):
+                raise
+            deadline = time.monotonic() + timeout
+            while not self.as_described():
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+            unhealthy = next(line for line in str(error).splitlines() if "is unhealthy" in line)
+            return [f"waited until healthy again: {unhealthy.strip()}"]
+
     def restore(self) -> list[str]:
         """After a test stopped, killed or recreated services: put every service back as the
         compose files describe (nothing is restarted that already is), and prove it: the front
         door answers /healthz. Returns what had to change."""
-        changed = [] if self.as_described() else self.up(timeout=120)
+        changed = [] if self.as_described() else self.recover()
         url = self.base_url() + "/healthz"
         try:
             status = requests.get(url, timeout=10).status_code
