@@ -181,18 +181,22 @@ class Stack:
         CapEff, CapPrm, NoNewPrivs...). An image without a shell is read from a throwaway
         container in its PID namespace (the app's image, no privileges), whose own processes,
         entering from outside, have parent 0 and are left out."""
-        # exec: cat itself (parent 0 when it runs in the other container's namespace)
-        script = "exec cat /proc/[0-9]*/status"
+        # exec: cat itself (parent 0 when it runs in the other container's namespace). A process
+        # that ends between the glob and its read (a healthcheck's) is gone: cat's exit 1 for it
+        # is no error, an empty answer is
+        script = "exec cat /proc/[0-9]*/status 2>/dev/null"
         if self.has_shell(service):
-            status = self.exec(service, "sh", "-c", script)
+            status = self.exec(service, "sh", "-c", script, check=False)
         else:
             container = self.compose("ps", "--quiet", service).stdout.split()[0]
             image = self.env.get("APP_IMAGE") or "flask-stacks/app:latest"
             status = subprocess.run(
                 ["docker", "run", "--rm", f"--pid=container:{container}", "--network=none",
                  "--user=65534", "--cap-drop=ALL", "--entrypoint=sh", image, "-c", script],
-                capture_output=True, text=True, check=True, timeout=60,
+                capture_output=True, text=True, check=False, timeout=60,
             ).stdout  # fmt: skip
+        if "Name:" not in status:
+            raise StackError(f"{self.name}/{service}: no process status could be read")
         blocks = [
             dict(re.findall(r"^(\w+):\s*(.*)$", "Name:" + block, flags=re.MULTILINE))
             for block in status.split("Name:")[1:]
