@@ -565,6 +565,22 @@ def add_run_options(parser: argparse.ArgumentParser, verb: str, smoke: str) -> N
     parser.add_argument("--smoke", action="store_true", help=smoke)
 
 
+def run_facts(
+    command: str, started: datetime.datetime, machine: dict, args: argparse.Namespace, method: str
+) -> dict:
+    """What every report of `make bench` and `make tune` starts with: how to repeat the run,
+    when and where it ran, its settings and its method."""
+    return {
+        "command": command,
+        "started": started.strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine,
+        "duration": args.duration,
+        "connections": args.connection_counts,
+        "repeat": args.repeat,
+        "method": method,
+    }
+
+
 def check_run_options(args: argparse.Namespace, tool: str) -> None:
     """`args.connection_counts` from CONNECTIONS; a bad value stops `tool` with what to give."""
     try:
@@ -737,13 +753,7 @@ def main(argv: list[str] | None = None) -> int:
             stop_stack(target.stack)
         shutil.rmtree(certs, ignore_errors=True)
     data = {
-        "command": command_line(args),
-        "started": started.strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": machine,
-        "duration": args.duration,
-        "connections": args.connection_counts,
-        "repeat": args.repeat,
-        "method": __doc__,
+        **run_facts(command_line(args), started, machine, args, __doc__),
         "workloads": [
             {k: getattr(w, k) for k in ("name", "path", "via", "connections", "labels", "runs")}
             for w in workloads

@@ -44,6 +44,7 @@ from bench import (
     measure,
     median,
     ratio,
+    run_facts,
     spread,
     start_targets,
     tree_state,
@@ -415,16 +416,8 @@ def main(argv: list[str] | None = None) -> int:
                 searches.append(search(stack, variants, args, out))
         except NoAccounting as error:
             raise SystemExit(f"tune: {error}") from None
-    data = {
-        "command": "make tune (smoke)" if args.smoke else "make tune",
-        "started": started.strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": machine,
-        "duration": args.duration,
-        "connections": args.connection_counts,
-        "repeat": args.repeat,
-        "method": __doc__,
-        "searches": searches,
-    }
+    command = "make tune (smoke)" if args.smoke else "make tune"
+    data = {**run_facts(command, started, machine, args, __doc__), "searches": searches}
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / started.strftime("tune-%Y%m%d-%H%M%S")
     markdown = report(data)
