@@ -17,7 +17,8 @@ from pathlib import Path
 
 import requests
 
-from harness import apps
+from harness import apps, machine_load
+from harness.traffic import POLL
 
 ROOT = Path(__file__).resolve().parent.parent
 STACKS = sorted(p.parent.name for p in ROOT.glob("stacks/*/compose.yaml"))
@@ -247,7 +248,7 @@ class Stack:
                     f"{self.name}/{service}: still {state['Status']} after {timeout} s, "
                     f"health {state.get('Health', {}).get('Status')}: it did not refuse to start"
                 )
-            time.sleep(0.3)
+            time.sleep(POLL)
 
     def wait_for_log(self, service: str, needle: str, timeout: float = 5.0, parse=None):
         """The first log line of `service` with `needle` (nginx flushes its log every second);
@@ -265,7 +266,7 @@ class Stack:
                     f"{self.name}: no {service} log line with {needle!r}{what} in {timeout} s;"
                     f" lines with it: {lines[:5]}"
                 )
-            time.sleep(0.3)
+            time.sleep(POLL)
 
     @property
     def metrics(self) -> bool:
@@ -344,6 +345,12 @@ class Stack:
             return published["nginx", 8080]
         assert len(published) == 1, f"{self.name}: expected one published port, got {published}"
         return next(iter(published.values()))
+
+    def container_url(self) -> str:
+        """The front door at its container's address (`address`), without Docker's userland
+        proxy: a closed port is refused there, where the proxy would accept and then cut."""
+        (service, port), _ = next(i for i in self.published().items() if i[1] == self.base_url())
+        return f"http://{self.address(service)}:{port}"
 
     def up(self, *flags: str, timeout: float = UP_TIMEOUT) -> list[str]:
         """`docker compose up --detach --wait` (plus `flags`): every service as the files
@@ -468,8 +475,10 @@ def build_images(names: list[str] | None = None, settings: dict | None = None) -
         if images <= set(built):
             continue
         # all of the stack's images at once: compose builds them in dependency order (the
-        # single-container image is built on the app image that its `release` service builds)
-        result = stack.compose("build", check=False, timeout=UP_TIMEOUT)
+        # single-container image is built on the app image that its `release` service builds);
+        # a build takes both cores, so no timed check runs beside it
+        with machine_load.exclusive(f"building {name}'s images"):
+            result = stack.compose("build", check=False, timeout=UP_TIMEOUT)
         if result.returncode:
             raise StackError(f"{name}: building {sorted(images)} failed:\n{result.stderr[-5000:]}")
         built.extend(sorted(images - set(built)))

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 
 from harness.compose import ROOT, Stack
+from harness.traffic import POLL
 
 # Every process in the container: pid, parent, command line, proportional memory (PSS, KiB).
 PROCESSES = """
@@ -122,7 +123,7 @@ def app_server(stack: Stack, service: str) -> AppServer:
         except AssertionError:
             if time.monotonic() > deadline:
                 raise
-            time.sleep(0.2)
+            time.sleep(POLL)
 
 
 def _app_server(stack: Stack, service: str) -> AppServer:

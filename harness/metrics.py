@@ -11,6 +11,7 @@ import requests
 from ruamel.yaml import YAML
 
 from harness.compose import ROOT
+from harness.traffic import POLL
 
 PROMETHEUS_DIR = ROOT / "shared" / "prometheus"
 
@@ -93,7 +94,7 @@ class Prometheus:
                 return max(s.time for s in ups)
             if time.monotonic() > deadline:
                 raise AssertionError(f"no successful scrape of job {job} after {after}: {ups}")
-            time.sleep(0.25)
+            time.sleep(POLL)
 
     def alerts(self, name: str) -> list[dict]:
         """The alerts named `name` now, pending or firing (each with its labels and state)."""

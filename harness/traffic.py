@@ -185,12 +185,17 @@ class Stream:
         )
 
 
-def wait_for(condition, timeout: float, what: str) -> None:
-    """Poll `condition` every 0.2 s until it holds; fail with `what` after `timeout` s."""
+# seconds between polls: most conditions start a `docker logs` or `exec`, whose load the other
+# xdist worker's timed checks share (at 0.2 s, 200 of them while one stuck request waits)
+POLL = 0.5
+
+
+def wait_for(condition, timeout: float, what: str, every: float = POLL) -> None:
+    """Poll `condition` every `every` s until it holds; fail with `what` after `timeout` s."""
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
-        time.sleep(0.2)
+        time.sleep(every)
 
 
 def wait_served_by_all(url: str, hostnames: set[str], timeout: float = 15) -> None:

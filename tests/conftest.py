@@ -18,8 +18,9 @@ import os
 
 import pytest
 
-from harness import metrics
+from harness import machine_load, metrics
 from harness.compose import (
+    ROOT,
     STACKS,
     Stack,
     StackError,
@@ -89,6 +90,12 @@ def pytest_configure(config):
     config.pluginmanager.register(GroupsInOrder(), "flask-stacks-group-order")
     config.addinivalue_line("markers", "stacks(*names): the stacks a module's tests apply to")
     config.addinivalue_line("markers", "xdist_group(name): one xdist worker runs the group")
+    config.addinivalue_line(
+        "markers", "load: a load generator: runs alone on the machine (harness.machine_load)"
+    )
+    config.addinivalue_line(
+        "markers", "timed: a latency, rate or wall-clock bound: runs while no `load` test runs"
+    )
     # every stack and overlay the tests start probes its health each 2 s, not each 5 s: a
     # start waits for its services' first probes (Docker 20.10 has no start_interval), so this
     # saves ~6 s per start (1 s probes loaded the busy CI machine enough to fail load tests).
@@ -125,8 +132,8 @@ def work_group(item: pytest.Item) -> str | None:
     params = getattr(getattr(item, "callspec", None), "params", {})
     if "running_stack" in params:
         return params["running_stack"]
-    if "stack" in params:
-        return f"{item.module.__name__}-{params['stack']}"
+    if "stack" in params:  # xdist reads a group after its last "@": test_your_app's go without
+        return f"{item.module.__name__}-{params['stack'].replace('@', '-on-')}"
     return item.module.__name__
 
 
@@ -148,11 +155,31 @@ def pytest_collection_modifyitems(config, items):
             continue
         kept.append(item)
         group = work_group(item)
+        item.user_properties.append(("work_group", group or "unit tests"))
         if group:
+            if "@" in group:  # xdist would split it there and run the test in another group
+                raise pytest.UsageError(f"{item.nodeid}: work group {group!r} contains '@'")
             item.add_marker(pytest.mark.xdist_group(group))
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    """A `load` test runs with the machine's load lock held alone, a `timed` one shares it with
+    other timed tests (harness.machine_load): across xdist workers, no load generator runs
+    beside another or beside a check whose bound a loaded machine would break."""
+    if item.get_closest_marker("load"):
+        hold = machine_load.exclusive(item.nodeid)
+    elif item.get_closest_marker("timed"):
+        hold = machine_load.timed(item.nodeid)
+    else:
+        return (yield)
+    with hold as waited:
+        if waited:
+            item.user_properties.append(("load_lock_wait", waited))
+        return (yield)
 
 
 @pytest.fixture(scope="session")
@@ -186,6 +213,9 @@ JSON_LOG_STACKS = ("nginx-uwsgi-tcp", "single-container")
 # the stacks that run every check with METRICS=1 (Prometheus and the NGINX exporter beside them):
 # one uWSGI and one Gunicorn stack, whose forked workers the counts must add up across
 METRICS_STACKS = ("nginx-uwsgi-tcp", "nginx-gunicorn-gevent")
+# compose files the tests add to a stack: narrow nginx's local ports, so that the port test
+# proves tcp_tw_reuse in a few thousand requests (tests/overlays/narrow-local-ports.yaml)
+TEST_OVERLAYS = {"nginx-gunicorn-gevent": (ROOT / "tests/overlays/narrow-local-ports.yaml",)}
 FRESH: set[str] = set()  # projects no module has used yet: nothing to restore
 DOWN: set[str] = set()  # projects taken down after their last check
 
@@ -202,6 +232,7 @@ def running_stack(request, images) -> Stack:
         # test_metrics places nginx's own healthchecks between two scrapes from Docker's log of
         # the last five: at the tests' 2 s they may not reach back past a window's start
         env["HEALTHCHECK_INTERVAL"] = "5s"
+    overlays += TEST_OVERLAYS.get(request.param, ())
     stack = start_stack(request.param, overlays=overlays, env=env)
     FRESH.add(stack.project)
     try:
@@ -270,6 +301,8 @@ def pytest_runtest_makereport(item, call):
 
 
 FIGURES: list[tuple[str, str, str]] = []
+# per work group: tests, seconds (setup, call and teardown) and seconds waited for the load lock
+GROUP_TIMES: dict[str, list[float]] = {}
 
 # The skips this suite expects (node id -> why). Which stacks a test applies to is decided when
 # tests are collected, from the stacks' files (harness.compose.NGINX_STACKS, app_server_of), so
@@ -282,7 +315,12 @@ UNEXPECTED_SKIPS: list[str] = []
 def pytest_runtest_logreport(report):
     """Collect recorded figures and unexpected skips (in the controller too: xdist sends the
     reports, user_properties included)."""
+    properties = dict(report.user_properties)
+    totals = GROUP_TIMES.setdefault(properties.get("work_group", "other"), [0, 0.0, 0.0])
+    totals[1] += report.duration
     if report.when == "call":
+        totals[0] += 1
+        totals[2] += properties.get("load_lock_wait", 0.0)
         FIGURES.extend(tuple(value) for key, value in report.user_properties if key == "figure")
     if report.skipped and report.nodeid not in EXPECTED_SKIPS:
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
@@ -323,6 +361,12 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
+    if GROUP_TIMES:
+        terminalreporter.section("time per work group (setup + call + teardown)")
+        terminalreporter.write_line("| group | tests | seconds | waiting for the load lock |")
+        terminalreporter.write_line("|---|---|---|---|")
+        for group, (tests, seconds, waited) in sorted(GROUP_TIMES.items(), key=lambda g: -g[1][1]):
+            terminalreporter.write_line(f"| {group} | {tests} | {seconds:.0f} | {waited:.0f} |")
     if UNEXPECTED_SKIPS:
         terminalreporter.section("unexpected skips (the run fails: see EXPECTED_SKIPS)")
         for line in UNEXPECTED_SKIPS:

@@ -91,6 +91,7 @@ def test_only_nginx_can_read_the_key(stack):
     assert mode == ["640", "101"], f"privkey.pem is {mode}, want 640 and group 101 (nginx)"
 
 
+@pytest.mark.timed
 def test_forced_renewal_swaps_the_certificate_without_a_failed_request(stack, pebble_root):
     url = f"https://127.0.0.1:{stack.https_port}/whoami"
     stream = Stream(url, clients=4, limit=120, verify=str(pebble_root), host=DOMAIN)

@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from harness.compose import ROOT
 
 
@@ -22,6 +24,7 @@ def smoke_run(script: str, out, *args: str) -> None:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 
+@pytest.mark.load
 def test_bench_smoke_run_writes_a_report_without_errors(images, tmp_path):
     stacks = "nginx-uwsgi-socket,nginx-gunicorn-gevent"  # one of each server family
     smoke_run("bench.py", tmp_path, "--stacks", stacks)
@@ -83,6 +86,7 @@ def test_bench_smoke_run_writes_a_report_without_errors(images, tmp_path):
     assert not [p for p in left if p.startswith("fs-bench-")], left
 
 
+@pytest.mark.load
 def test_tune_smoke_run_applies_each_kind_of_change(images, tmp_path):
     """`make tune` in smoke mode: a uWSGI option, a Gunicorn setting and an nginx file edit
     each reach their containers (the worker counts show it), and the report is written."""

@@ -40,7 +40,10 @@ CLIENTS = 4  # concurrent clients of the steady stream
 WATCH = 4  # seconds the stream goes on after a recovery: "none fail after it" needs requests
 RATE = 200  # the stream's requests per second (traffic.Stream's default)
 
-pytestmark = pytest.mark.stacks(*NGINX_STACKS)  # the failure scenarios are about nginx
+pytestmark = [
+    pytest.mark.stacks(*NGINX_STACKS),  # the failure scenarios are about nginx
+    pytest.mark.timed,  # recoveries and latencies, bounded: never beside a load test
+]
 split_only = pytest.mark.stacks(*SPLIT_STACKS)  # nginx and the app server in separate services
 UWSGI_STACKS = [name for name in NGINX_STACKS if app_server_of(name) == "uwsgi"]
 GUNICORN_STACKS = [name for name in NGINX_STACKS if app_server_of(name) == "gunicorn"]
@@ -455,6 +458,7 @@ def slow_clients(host: str, port: int, loris: int, uploads: int, seconds: float)
     }
 
 
+@pytest.mark.load
 def test_slow_clients_hold_no_worker_and_are_cut_off(stack, base_url, record):
     url = urlsplit(base_url)
     with Stream(base_url + "/", clients=CLIENTS, limit=40, timeout=5) as stream:
@@ -480,6 +484,7 @@ def test_slow_clients_hold_no_worker_and_are_cut_off(stack, base_url, record):
     assert slow["upload_status"] == [b"200"] * 10, slow["upload_status"]
 
 
+@pytest.mark.load
 def test_burst_far_above_the_workers_gets_no_error(stack, base_url, record):
     started = time.time()
     report = wrk(base_url + "/", connections=512, duration=4, timeout=10)
@@ -497,6 +502,7 @@ def test_burst_far_above_the_workers_gets_no_error(stack, base_url, record):
         assert sign not in logs, f"{sign!r} in the logs: {logs[-2000:]}"
 
 
+@pytest.mark.load
 def test_memory_over_20k_requests_stays_flat(stack, base_url, record):
     service = stack.app_services()[0]
     fetch_many(base_url + "/", 200, concurrency=4)  # every worker has served

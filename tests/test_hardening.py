@@ -278,6 +278,7 @@ def _assert_stop_drains(stack: Stack, services: list[str], record) -> None:
 
 
 @pytest.mark.stacks(*SPLIT_STACKS)  # single-container: nginx stops with the app server (next)
+@pytest.mark.timed
 def test_nginx_stop_drains_in_flight_requests(stack, record):
     _assert_stop_drains(stack, ["nginx"], record)
     stack.compose("start", "nginx", timeout=60)
@@ -287,5 +288,6 @@ def test_nginx_stop_drains_in_flight_requests(stack, record):
 
 
 @behind_nginx
+@pytest.mark.timed
 def test_app_server_stop_drains_in_flight_requests(stack, record):
     _assert_stop_drains(stack, stack.app_services(), record)

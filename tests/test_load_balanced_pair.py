@@ -11,7 +11,7 @@ import pytest
 from harness.compose import ROOT
 from harness.traffic import Stream, fetch_many, summary, wait_for, wait_served_by_all
 
-pytestmark = pytest.mark.stacks("load-balanced-pair")
+pytestmark = [pytest.mark.stacks("load-balanced-pair"), pytest.mark.timed]  # failover, bounded
 
 REQUESTS = 100
 # how long nginx keeps a failed server out of its rotation (default.conf's upstream)

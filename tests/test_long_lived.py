@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import threading
 import time
 from contextlib import ExitStack
@@ -17,9 +16,9 @@ from websockets.exceptions import ConnectionClosed, ConnectionClosedError, Inval
 from websockets.sync.client import connect
 
 from flask_stacks import DEFAULT_WS_MAX_MESSAGE_BYTES, GOING_AWAY
-from harness.compose import NGINX_STACKS, ROOT, app_server_of
+from harness.compose import NGINX_STACKS, app_server_of
 from harness.faults import memory_mib, setting
-from harness.traffic import Stream, failed, summary
+from harness.traffic import Stream, failed, summary, wait_for
 from harness.websockets_load import (
     allow_open_files,
     close_all,
@@ -92,6 +91,7 @@ def events(url: str, count: int, headers: dict | None = None) -> list[tuple[floa
 
 
 @pytest.mark.stacks(*GEVENT)
+@pytest.mark.timed
 def test_events_arrive_one_by_one_and_resume_from_last_event_id(stack, base_url):
     got = events(base_url + "/events", 4)
     assert [event["id"] for _, event in got] == ["1", "2", "3", "4"]
@@ -128,6 +128,7 @@ def shutting_down(stack) -> int:
 
 
 @pytest.mark.stacks(*GEVENT)
+@pytest.mark.timed
 def test_a_reload_cuts_no_open_websocket(stack, base_url):
     """`nginx -s reload` (what the certificate watcher and the upstream re-resolver do): the
     old workers keep relaying the sockets they hold (up to worker_shutdown_timeout), the new
@@ -136,10 +137,7 @@ def test_a_reload_cuts_no_open_websocket(stack, base_url):
     with ExitStack() as held:
         sockets = open_echoing(held, base_url, 100, "before")
         stack.exec("nginx", "nginx", "-s", "reload")
-        deadline = time.monotonic() + 20
-        while not shutting_down(stack):
-            assert time.monotonic() < deadline, "no nginx worker shutting down after the reload"
-            time.sleep(0.2)
+        wait_for(lambda: shutting_down(stack), 20, "an nginx worker shutting down after the reload")
         for number, ws in enumerate(sockets):
             ws.send(f"after {number}")
             assert ws.recv(timeout=10) == f"after {number}", f"socket {number} after the reload"
@@ -147,21 +145,21 @@ def test_a_reload_cuts_no_open_websocket(stack, base_url):
             fresh.send("new")
             assert fresh.recv(timeout=10) == "new"
     # the sockets closed, the old workers are gone well before their 60 s
-    deadline = time.monotonic() + 20
-    while shutting_down(stack):
-        assert time.monotonic() < deadline, "old nginx workers linger after their sockets closed"
-        time.sleep(0.2)
+    wait_for(
+        lambda: not shutting_down(stack), 20, "old nginx workers gone once their sockets closed"
+    )
 
 
 NGINX_DEFAULT_READ_TIMEOUT = 60  # the stack's is 35 s; sockets idle past both need the app's pings
 
 
-def held_limit() -> int:
-    """The per-address limit on long-lived connections in the gevent stack's default.conf."""
-    conf = (ROOT / "stacks" / "nginx-gunicorn-gevent" / "default.conf").read_text()
-    limits = {int(n) for n in re.findall(r"limit_conn\s+long_lived\s+(\d+);", conf)}
-    assert len(limits) == 1, f"default.conf: one limit_conn for /ws/ and /events, got {limits}"
-    return limits.pop()
+# what the README and docs promise one client address can hold; default.conf's limit_conn must
+# let exactly this many through (a lower limit loses sockets, a higher one lets the next in)
+HELD = 1000
+BASELINE = 5  # seconds of the request stream measured before the sockets open
+# what the held sockets may add to the stream's p99 over its own baseline, on this machine, in
+# this test (p99 while held 9-38 ms in clean runs; 107 ms only with another load beside it)
+P99_MARGIN_MS = 50
 
 
 async def hold_idle(url: str, count: int, idle: float, while_open) -> dict:
@@ -194,19 +192,23 @@ def p99_ms(results: list) -> float:
 
 
 @pytest.mark.stacks(*GEVENT)
+@pytest.mark.load
 def test_a_thousand_idle_websockets_outlive_read_timeouts_while_requests_flow(
     stack, base_url, record
 ):
     """As many WebSockets as nginx lets one address hold (1,000) stay open past nginx's default
     60 s read timeout, idle but for the app's pings; the next is refused (429); while they are
-    held a stream of ordinary requests is served as usual: none fails, p99 under 100 ms.
+    held a stream of ordinary requests is served as usual: none fails, its rate holds, its p99
+    stays within P99_MARGIN_MS of its own baseline, measured just before.
     Reports the app server's memory per held socket, and the stream's p99 while the sockets
     were being opened (the handshakes' burst; not asserted)."""
-    count = held_limit()
+    count = HELD
     allow_open_files(count)
     before = memory_mib(stack, "app")
     with Stream(base_url + "/", clients=4, rate=50, limit=300, timeout=5) as stream:
         began = time.monotonic()
+        wait_for(lambda: time.monotonic() > began + BASELINE, BASELINE + 1, "the baseline")
+        opening = time.monotonic()
         held = asyncio.run(
             hold_idle(
                 ws_url(base_url),
@@ -217,24 +219,33 @@ def test_a_thousand_idle_websockets_outlive_read_timeouts_while_requests_flow(
         )
     results = stream.results
     held_from, held_until = held["held"]
+    baseline = [r for r in results if began <= r.at < opening]
     while_held = [r for r in results if held_from <= r.at < held_until]
-    while_opening = [r for r in results if began <= r.at < held_from]
+    while_opening = [r for r in results if opening <= r.at < held_from]
     per_socket_kib = (held["during"] - before) * 1024 / count
     record(
         stack,
         f"{count} idle WebSockets held {held['idle']:.0f} s",
         f"app server +{per_socket_kib:.0f} KiB per socket; requests meanwhile: "
-        f"{summary(while_held)}, p99 {p99_ms(while_held):.0f} ms (while opening them: "
-        f"p99 {p99_ms(while_opening):.0f} ms)",
+        f"{summary(while_held)}, p99 {p99_ms(while_held):.0f} ms (before: "
+        f"{p99_ms(baseline):.0f} ms; while opening them: {p99_ms(while_opening):.0f} ms)",
     )
     assert not held["lost"], f"{len(held['lost'])} sockets lost while idle: {held['lost'][:3]}"
     assert held["one_more"] == 429, f"socket {count + 1}: {held['one_more']} (limit_conn: 429)"
     assert not failed(results), summary(results)
-    assert len(while_held) > 40 * (held_until - held_from), f"stalled: {summary(while_held)}"
-    assert p99_ms(while_held) < 100, f"requests slowed by the held sockets: {summary(while_held)}"
+    rate_before = len(baseline) / (opening - began)
+    rate_held = len(while_held) / (held_until - held_from)
+    assert rate_held > 0.8 * rate_before, (
+        f"stalled: {rate_held:.0f} req/s, {rate_before:.0f} before"
+    )
+    assert p99_ms(while_held) < p99_ms(baseline) + P99_MARGIN_MS, (
+        f"requests slowed by the held sockets: p99 {p99_ms(while_held):.0f} ms against "
+        f"{p99_ms(baseline):.0f} ms before: {summary(while_held)}"
+    )
 
 
 @pytest.mark.stacks(*GEVENT)
+@pytest.mark.timed
 def test_stopping_the_app_closes_websockets_with_1001_and_ends_event_streams(
     stack, base_url, record
 ):

@@ -37,6 +37,7 @@ def test_stats_show_the_workers(stack):
     assert '"workers"' in inside
 
 
+@pytest.mark.timed
 def test_an_app_server_down_fires_its_alert_after_its_for_window(stack, record):
     """Last here: it stops the app (the next module's `stack` starts it again)."""
     assert stack.metrics, "the suite runs nginx-uwsgi-tcp with METRICS=1 (conftest)"

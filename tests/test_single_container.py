@@ -121,6 +121,7 @@ def test_allowed_injection_is_refused(stack):
     assert _recreate(stack, "").returncode == 0
 
 
+@pytest.mark.timed
 def test_dead_worker_is_respawned_in_place(stack, record):
     before = restarts(stack)
     server = faults.app_server(stack, "app")
@@ -141,20 +142,37 @@ def test_dead_worker_is_respawned_in_place(stack, record):
     assert time.monotonic() - started < 15
 
 
+RESTART_MARGIN = 3  # seconds a restart after a kill may take beyond a graceful restart's
+
+
 @pytest.mark.parametrize("victim", [r"^nginx: master", r"^uwsgi --ini"])
+@pytest.mark.timed
 def test_dead_nginx_or_master_restarts_the_container(stack, victim, record):
+    """A dead nginx or uWSGI master ends the container and Docker's restart policy brings it
+    back at once: serving again about as soon as after `docker compose restart` (measured just
+    before, the same way, on this machine), which also waits for a graceful stop."""
+    began = time.monotonic()
+    stack.compose("restart", "app", timeout=60)
+    wait_until_serving(stack, 60)
+    baseline = time.monotonic() - began
     before = restarts(stack)
     target = find(processes(stack), victim)
+    killed = time.monotonic()
     stack.exec("app", "sh", "-c", f"kill -9 {target['pid']}", check=False)
     wait_for(lambda: restarts(stack) > before, 20, f"killing {victim} ends the container")
-    took = wait_until_serving(stack, 60)
+    wait_until_serving(stack, 60)
+    took = time.monotonic() - killed
     record(
         stack,
         f"{victim.strip('^')} kill -9 (one container)",
-        f"restarted, serving after {took:.1f} s",
+        f"restarted, serving after {took:.1f} s (a graceful restart: {baseline:.1f} s)",
+    )
+    assert took < baseline + RESTART_MARGIN, (
+        f"serving {took:.1f} s after the kill; a graceful restart took {baseline:.1f} s"
     )
 
 
+@pytest.mark.load
 def test_seed_load_replayed_without_5xx(stack, record):
     """Seed 001's httperf shape (--rate, --num-conns, --num-calls=1), scaled to this machine.
     Without the seed's --hog: it makes httperf take client ports below the ephemeral range, and
@@ -195,7 +213,7 @@ def test_seed_load_replayed_without_5xx(stack, record):
         stack,
         f"httperf --rate={rate} --num-conns={rate * seconds} --num-calls=1",
         f"2xx={ok} 5xx={server_errors} errors={total_errors} (not opened by httperf: "
-        f"{unopened[1]}) (seed 001: 2xx=175849 5xx=399470)",
+        f"{unopened[1]})",
     )
     assert server_errors == 0
     assert total_errors == int(unopened[1]), f"the stack failed connections: {result.stdout}"

@@ -198,6 +198,7 @@ def test_files_come_from_swarm_configs_and_tasks_by_dns(deployed):
     assert app["UpdateConfig"]["Order"] == "start-first"
 
 
+@pytest.mark.timed
 def test_scaling_up_and_down_fails_no_request(deployed, record):
     url = f"{deployed.url}/whoami"
     before = deployed.settled_hostnames()
@@ -236,6 +237,7 @@ def test_scaling_up_and_down_fails_no_request(deployed, record):
     assert served_after == remaining, f"served by {served_after}, running {remaining}"
 
 
+@pytest.mark.timed
 def test_killed_task_fails_no_request_and_is_replaced(deployed, record):
     before = deployed.settled_hostnames()
     slot, killed = next(iter(deployed.slots().items()))
@@ -261,6 +263,7 @@ def test_killed_task_fails_no_request_and_is_replaced(deployed, record):
     assert deployed.app_hostnames() == before - {killed} | {replacement}
 
 
+@pytest.mark.timed
 def test_rolling_update_fails_no_request(deployed, record):
     service = deployed.service("app")
     spec = json.loads(docker("service", "inspect", service))[0]["Spec"]

@@ -142,6 +142,7 @@ def test_cbc_cipher_refused(stack):
     assert refused.value.reason == "SSLV3_ALERT_HANDSHAKE_FAILURE", refused.value
 
 
+@pytest.mark.load  # sslyze's hundreds of handshakes
 def test_scan_finds_nothing_against_mozilla_intermediate(stack, local_ca):
     """sslyze: protocols, ciphers, curves, certificate and known TLS vulnerabilities
     (Heartbleed, ROBOT, CCS injection, insecure renegotiation, compression)."""
@@ -159,6 +160,7 @@ def test_scan_finds_nothing_against_mozilla_intermediate(stack, local_ca):
     assert scan.returncode == 0 and "OK - Compliant" in report, scan.stdout[-3000:] + scan.stderr
 
 
+@pytest.mark.timed
 def test_replaced_certificate_is_served_without_a_failed_request(stack, https_url, local_ca):
     """What a renewal does (certbot's deploy hook, or you): new files in the mounted folder.
     nginx notices (CERT_RECHECK_SECONDS=1 here) and reloads gracefully."""

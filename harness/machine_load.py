@@ -1,0 +1,87 @@
+"""One load at a time on this machine: a load generator runs alone, a check with a time bound
+runs while no load generator does.
+
+Two cores are shared by everything a run does: a 512-connection burst, an httperf replay or an
+image build beside a check that holds a latency or a rate to a bound made that check fail on a
+correct stack. Every test process on the machine (pytest-xdist's workers, and any other
+`make test`) takes the same lock (a file in the system's temporary folder, through
+`fcntl.flock`, so a process that dies releases it), by the test's mark (tests/conftest.py):
+
+- `exclusive(what)`: a load generator (or an image build) waits until nothing else holds the
+  lock, then holds it alone;
+- `timed(what)`: a check with a latency, rate or wall-clock bound shares it with other such
+  checks (their own traffic is bounded and light), never with a load generator.
+
+A waiting `exclusive` goes first: every taker passes a turnstile (a second lock file) that the
+waiter holds, so a stream of `timed` checks on the other worker cannot starve it. Inside a held
+lock, a nested request from the same process proceeds under it (a load test that builds).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+LOCK_DIR = Path(os.environ.get("FLASK_STACKS_LOCK_DIR", tempfile.gettempdir()))
+LOCK = LOCK_DIR / "flask-stacks-load.lock"
+TURNSTILE = LOCK_DIR / "flask-stacks-load.turnstile"
+WAIT_NOTE = 5  # seconds of waiting after which the wait is reported on stderr
+
+_held = threading.local()  # how deep this thread is inside a held lock
+
+
+@contextmanager
+def _flock(path: Path, mode: int) -> Iterator[None]:
+    with open(path, "a") as handle:
+        fcntl.flock(handle, mode)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
+def _hold(mode: int, what: str) -> Iterator[float]:
+    """Hold the machine's load lock in `mode`; yields the seconds spent waiting for it."""
+    if getattr(_held, "depth", 0):
+        _held.depth += 1
+        try:
+            yield 0.0
+        finally:
+            _held.depth -= 1
+        return
+    LOCK.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    with open(LOCK, "a") as handle:
+        with _flock(TURNSTILE, fcntl.LOCK_EX):
+            try:
+                fcntl.flock(handle, mode | fcntl.LOCK_NB)
+            except BlockingIOError:
+                print(f"machine_load: {what} waits for the load lock", file=sys.stderr)
+                fcntl.flock(handle, mode)
+        waited = time.monotonic() - started
+        if waited > WAIT_NOTE:
+            print(f"machine_load: {what} waited {waited:.0f} s", file=sys.stderr)
+        _held.depth = 1
+        try:
+            yield waited
+        finally:
+            _held.depth = 0
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def exclusive(what: str):
+    """A load generator (or a build): runs with nothing else under the lock."""
+    return _hold(fcntl.LOCK_EX, what)
+
+
+def timed(what: str):
+    """A check with a time bound: runs beside other such checks, never beside a load."""
+    return _hold(fcntl.LOCK_SH, what)

@@ -1,0 +1,77 @@
+"""harness.machine_load across processes: a load excludes everything, timed checks share, a
+waiting load is not starved, a nested hold proceeds."""
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from harness import machine_load
+
+CHILD = """
+import sys, time
+from harness import machine_load
+with getattr(machine_load, sys.argv[1])("child"):
+    print(time.monotonic(), flush=True)
+    time.sleep(float(sys.argv[2]))
+"""
+
+
+@pytest.fixture
+def lock_dir(tmp_path, monkeypatch):
+    """The lock files in a folder of this test's, where its child processes look too."""
+    for name in ("LOCK", "TURNSTILE"):
+        monkeypatch.setattr(machine_load, name, tmp_path / getattr(machine_load, name).name)
+    return tmp_path
+
+
+def child(lock_dir, mode: str, hold: float = 0.0) -> subprocess.Popen:
+    env = {**os.environ, "FLASK_STACKS_LOCK_DIR": str(lock_dir)}
+    return subprocess.Popen(
+        [sys.executable, "-c", CHILD, mode, str(hold)], env=env, stdout=subprocess.PIPE, text=True
+    )
+
+
+def entered(process: subprocess.Popen) -> float:
+    out, _ = process.communicate(timeout=20)
+    assert process.returncode == 0
+    return float(out.split()[0])
+
+
+def test_a_load_keeps_a_timed_check_waiting(lock_dir):
+    with machine_load.exclusive("parent"):
+        waiting = child(lock_dir, "timed")
+        time.sleep(1)
+        released = time.monotonic()
+    assert entered(waiting) >= released
+
+
+def test_a_timed_check_keeps_a_load_waiting(lock_dir):
+    with machine_load.timed("parent"):
+        waiting = child(lock_dir, "exclusive")
+        time.sleep(1)
+        released = time.monotonic()
+    assert entered(waiting) >= released
+
+
+def test_timed_checks_share(lock_dir):
+    with machine_load.timed("parent"):
+        started = time.monotonic()
+        assert entered(child(lock_dir, "timed")) - started < 5
+
+
+def test_a_waiting_load_goes_before_later_timed_checks(lock_dir):
+    with machine_load.timed("parent"):
+        load = child(lock_dir, "exclusive", hold=2)
+        time.sleep(1)  # the load now waits, holding the turnstile
+        later = child(lock_dir, "timed")
+        time.sleep(1)
+    load_in, later_in = entered(load), entered(later)
+    assert later_in >= load_in + 2, "a timed check overtook the waiting load"
+
+
+def test_a_nested_hold_proceeds(lock_dir):
+    with machine_load.exclusive("outer"), machine_load.timed("inner") as waited:
+        assert waited == 0.0
