@@ -14,7 +14,9 @@ correct stack. Every test process on the machine (pytest-xdist's workers, and an
 
 A waiting `exclusive` goes first: every taker passes a turnstile (a second lock file) that the
 waiter holds, so a stream of `timed` checks on the other worker cannot starve it. Inside a held
-lock, a nested request from the same process proceeds under it (a load test that builds).
+lock, a nested request proceeds under it, in this process or a child it starts (HELD, in the
+environment: `make bench` run by its smoke test); a load inside a `timed` hold is an error (the
+test should be marked `load`).
 """
 
 from __future__ import annotations
@@ -33,8 +35,11 @@ LOCK_DIR = Path(os.environ.get("FLASK_STACKS_LOCK_DIR", tempfile.gettempdir()))
 LOCK = LOCK_DIR / "flask-stacks-load.lock"
 TURNSTILE = LOCK_DIR / "flask-stacks-load.turnstile"
 WAIT_NOTE = 5  # seconds of waiting after which the wait is reported on stderr
+NAMES = {fcntl.LOCK_EX: "exclusive", fcntl.LOCK_SH: "timed"}
+MODES = {name: mode for mode, name in NAMES.items()}
 
-_held = threading.local()  # how deep this thread is inside a held lock
+HELD = "FLASK_STACKS_LOAD_LOCK_HELD"  # set while held, to the mode: children inherit the hold
+_held = threading.local()  # how deep this thread is inside a held lock, and in which mode
 
 
 @contextmanager
@@ -50,8 +55,12 @@ def _flock(path: Path, mode: int) -> Iterator[None]:
 @contextmanager
 def _hold(mode: int, what: str) -> Iterator[float]:
     """Hold the machine's load lock in `mode`; yields the seconds spent waiting for it."""
-    if getattr(_held, "depth", 0):
-        _held.depth += 1
+    outer = _held.mode if getattr(_held, "depth", 0) else MODES.get(os.environ.get(HELD, ""))
+    if outer is not None:
+        if mode == fcntl.LOCK_EX and outer == fcntl.LOCK_SH:
+            raise RuntimeError(f"{what}: a load inside a timed check; mark the test `load`")
+        _held.depth = getattr(_held, "depth", 0) + 1
+        _held.mode = outer
         try:
             yield 0.0
         finally:
@@ -69,11 +78,13 @@ def _hold(mode: int, what: str) -> Iterator[float]:
         waited = time.monotonic() - started
         if waited > WAIT_NOTE:
             print(f"machine_load: {what} waited {waited:.0f} s", file=sys.stderr)
-        _held.depth = 1
+        _held.depth, _held.mode = 1, mode
+        os.environ[HELD] = NAMES[mode]
         try:
             yield waited
         finally:
             _held.depth = 0
+            os.environ.pop(HELD, None)
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 

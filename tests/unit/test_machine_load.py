@@ -27,8 +27,11 @@ def lock_dir(tmp_path, monkeypatch):
     return tmp_path
 
 
-def child(lock_dir, mode: str, hold: float = 0.0) -> subprocess.Popen:
+def child(lock_dir, mode: str, hold: float = 0.0, inherit: bool = False) -> subprocess.Popen:
+    """Another process taking the lock: an independent one, or (`inherit`) a child of a holder."""
     env = {**os.environ, "FLASK_STACKS_LOCK_DIR": str(lock_dir)}
+    if not inherit:
+        env.pop(machine_load.HELD, None)
     return subprocess.Popen(
         [sys.executable, "-c", CHILD, mode, str(hold)], env=env, stdout=subprocess.PIPE, text=True
     )
@@ -40,17 +43,10 @@ def entered(process: subprocess.Popen) -> float:
     return float(out.split()[0])
 
 
-def test_a_load_keeps_a_timed_check_waiting(lock_dir):
-    with machine_load.exclusive("parent"):
-        waiting = child(lock_dir, "timed")
-        time.sleep(1)
-        released = time.monotonic()
-    assert entered(waiting) >= released
-
-
-def test_a_timed_check_keeps_a_load_waiting(lock_dir):
-    with machine_load.timed("parent"):
-        waiting = child(lock_dir, "exclusive")
+@pytest.mark.parametrize(("held", "wanted"), [("exclusive", "timed"), ("timed", "exclusive")])
+def test_a_load_and_a_timed_check_wait_for_each_other(lock_dir, held, wanted):
+    with getattr(machine_load, held)("parent"):
+        waiting = child(lock_dir, wanted)
         time.sleep(1)
         released = time.monotonic()
     assert entered(waiting) >= released
@@ -75,3 +71,16 @@ def test_a_waiting_load_goes_before_later_timed_checks(lock_dir):
 def test_a_nested_hold_proceeds(lock_dir):
     with machine_load.exclusive("outer"), machine_load.timed("inner") as waited:
         assert waited == 0.0
+
+
+def test_a_child_of_a_holder_runs_under_its_hold(lock_dir):
+    """`make bench` started by its smoke test, which holds the lock: no deadlock."""
+    with machine_load.exclusive("parent"):
+        started = time.monotonic()
+        assert entered(child(lock_dir, "exclusive", inherit=True)) - started < 5
+
+
+def test_a_load_inside_a_timed_check_is_refused(lock_dir):
+    refused = pytest.raises(RuntimeError, match="mark the test `load`")
+    with machine_load.timed("check"), refused, machine_load.exclusive("wrk"):
+        pass
