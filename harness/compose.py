@@ -13,6 +13,7 @@ import subprocess
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import requests
@@ -24,6 +25,11 @@ ROOT = Path(__file__).resolve().parent.parent
 STACKS = sorted(p.parent.name for p in ROOT.glob("stacks/*/compose.yaml"))
 FAMILIES = sorted(p.name for p in ROOT.glob("docker-compose.*.yml"))
 UP_TIMEOUT = 300  # seconds; the first run builds the app image
+
+
+def docker_time(stamp: str) -> float:
+    """A time Docker reports (RFC 3339, nanoseconds, UTC) as time.time()."""
+    return datetime.fromisoformat(stamp).timestamp()
 
 
 class StackError(Exception):
@@ -230,6 +236,31 @@ class Stack:
             ["docker", "inspect", container], capture_output=True, text=True, check=True
         )
         return json.loads(out.stdout)[0]
+
+    def healthchecks(self, service: str) -> list[dict]:
+        """The service's last healthchecks (Docker keeps five): start and end as time.time(),
+        exit code."""
+        log = (self.inspect(service)["State"].get("Health") or {}).get("Log") or []
+        return [
+            {"start": docker_time(e["Start"]), "end": docker_time(e["End"]), "code": e["ExitCode"]}
+            for e in log
+        ]
+
+    def first_passing_probe(self, service: str, after: float, timeout: float = 60) -> float:
+        """When (time.time()) the first healthcheck begun after `after` passed: the moment the
+        service's own probe says it serves again. Waits up to `timeout` s for one."""
+        deadline = time.monotonic() + timeout
+        while True:
+            checks = self.healthchecks(service)
+            passed = [c["end"] for c in checks if c["start"] > after and c["code"] == 0]
+            if passed:
+                return min(passed)
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{self.name}/{service}: no passing healthcheck within {timeout} s: "
+                    f"{self.healthchecks(service)}"
+                )
+            time.sleep(POLL)
 
     def wait_refused(self, service: str, timeout: float = 30) -> dict:
         """Wait until the service's (new) container has refused to start: exited with an error,

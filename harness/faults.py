@@ -160,10 +160,17 @@ def in_flight(stack: Stack, services: list[str]) -> int:
 
 
 def kill_worker(stack: Stack, service: str) -> dict:
-    """SIGKILL one worker (from inside the container: `kill` is a shell builtin there)."""
+    """SIGKILL one worker, from inside the container (`kill` is a shell builtin there). It is
+    stopped first (SIGSTOP: it accepts nothing more) and the requests inside it counted
+    (`held`): what the kill may lose, and no more."""
     worker = app_server(stack, service).workers[0]
-    stack.exec(service, "sh", "-c", f"kill -9 {worker['pid']}")
-    return worker
+    pid = worker["pid"]
+    stack.exec(service, "sh", "-c", f"kill -STOP {pid}")
+    try:
+        held = int(stack.exec(service, "python", "-c", HELD_CONNECTIONS, json.dumps([pid])))
+    finally:
+        stack.exec(service, "sh", "-c", f"kill -9 {pid}")
+    return {**worker, "held": held}
 
 
 def kill_master(stack: Stack, service: str) -> None:

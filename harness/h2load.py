@@ -8,6 +8,8 @@ import re
 import subprocess
 import time
 
+from harness import machine_load
+
 
 def parse_h2load(out: str) -> dict:
     """h2load's report -> req/s, requests that succeeded, failed (h2load's count: non-2xx
@@ -50,9 +52,10 @@ def parse_h2load(out: str) -> dict:
 
 
 def run_h2load(*args: str, timeout: float) -> dict:
-    result = subprocess.run(
-        ["h2load", *args], capture_output=True, text=True, check=True, timeout=timeout
-    )
+    with machine_load.exclusive(f"h2load {' '.join(args)}"):  # a load: alone on the machine
+        result = subprocess.run(
+            ["h2load", *args], capture_output=True, text=True, check=True, timeout=timeout
+        )
     return parse_h2load(result.stdout)
 
 

@@ -3,6 +3,7 @@ as the tests read it (https://prometheus.io/docs/prometheus/latest/querying/api/
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,9 +31,31 @@ def seconds(duration: str) -> float:
     return float(duration[: -len(unit)]) * units[unit]
 
 
+# The tests' Prometheus: the shipped prometheus.yml with short global intervals, so that a
+# scrape or an evaluation comes within seconds, not ten (tests/overlays/prometheus-fast.yaml
+# mounts it over the shipped file); only the intervals differ from what users run.
+TEST_INTERVALS = {"scrape_interval": "3s", "evaluation_interval": "3s"}
+TEST_CONFIG = "PROMETHEUS_TEST_CONFIG"  # the variable naming it, for the overlay and config()
+
+
+def write_test_config(folder: Path) -> Path:
+    """The shipped prometheus.yml with TEST_INTERVALS, written into `folder`; its path."""
+    yaml = YAML()  # round trip: the shipped file's comments and order stay
+    data = yaml.load(PROMETHEUS_DIR / "prometheus.yml")
+    data["global"].update(TEST_INTERVALS)
+    folder.mkdir(parents=True, exist_ok=True)
+    path, written = folder / "prometheus.yml", folder / f".prometheus.yml.{os.getpid()}"
+    yaml.dump(data, written)
+    os.replace(written, path)  # whole: each xdist worker writes it, a mounted copy stays intact
+    return path
+
+
 def config() -> dict:
-    """shared/prometheus/prometheus.yml, parsed."""
-    return YAML(typ="safe").load(PROMETHEUS_DIR / "prometheus.yml")
+    """The prometheus.yml the running stacks have, parsed: the tests' copy where one is set
+    ($PROMETHEUS_TEST_CONFIG), else shared/prometheus/prometheus.yml."""
+    return YAML(typ="safe").load(
+        Path(os.environ.get(TEST_CONFIG) or PROMETHEUS_DIR / "prometheus.yml")
+    )
 
 
 def alert_rule(name: str) -> dict:

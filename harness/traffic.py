@@ -90,6 +90,12 @@ def summary(results: list[Result]) -> str:
     return f"sent {len(results)} / failed {len(failed(results))} / max latency {worst:.2f} s"
 
 
+def p99_seconds(results: list[Result]) -> float:
+    """The 99th percentile of the requests' latencies (nan for none)."""
+    latencies = sorted(r.seconds for r in results)
+    return latencies[int(len(latencies) * 0.99)] if latencies else float("nan")
+
+
 class Background:
     """One request running in a thread, e.g. an in-flight request during a stop."""
 

@@ -11,6 +11,8 @@ import time
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
+from harness import machine_load
+
 HANDSHAKES_AT_ONCE = 50  # nginx's listen backlog is 511: a thousand SYNs at once would overflow it
 
 
@@ -78,7 +80,13 @@ async def echo_all(sockets: list[ClientConnection], tag: str) -> list[tuple[int,
 
 async def echo_rate(url: str, connections: int, seconds: float, size: int = 64) -> dict:
     """`connections` WebSockets each sending a `size`-byte text message and waiting for its
-    echo, back to back, for `seconds`: messages echoed per second and round-trip percentiles."""
+    echo, back to back, for `seconds`: messages echoed per second and round-trip percentiles.
+    A load: it runs alone on the machine (harness.machine_load)."""
+    with machine_load.exclusive(f"{connections} WebSockets echoing at {url}"):
+        return await _echo_rate(url, connections, seconds, size)
+
+
+async def _echo_rate(url: str, connections: int, seconds: float, size: int) -> dict:
     sockets = await open_sockets(url, connections)
     message = "x" * size
     times: list[float] = []

@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 import subprocess
 
+from harness import machine_load
+
 
 def parse_wrk(out: str) -> dict:
     """wrk --latency output -> req/s, requests, p50/p90/p99 (ms), non-2xx, socket errors."""
@@ -41,8 +43,15 @@ def parse_wrk(out: str) -> dict:
 
 
 def wrk(url: str, connections: int, duration: int, timeout: int = 2) -> dict:
-    """wrk from the host (Debian's package; `make setup` installs it): parsed report."""
-    result = subprocess.run(
+    """wrk from the host (Debian's package; `make setup` installs it): parsed report. A load:
+    it runs alone on the machine (harness.machine_load)."""
+    with machine_load.exclusive(f"wrk -c {connections} {url}"):
+        result = _run(url, connections, duration, timeout)
+    return parse_wrk(result.stdout)
+
+
+def _run(url: str, connections: int, duration: int, timeout: int) -> subprocess.CompletedProcess:
+    return subprocess.run(
         [
             "wrk",
             "--latency",
@@ -61,4 +70,3 @@ def wrk(url: str, connections: int, duration: int, timeout: int = 2) -> dict:
         check=True,
         timeout=duration + timeout + 30,
     )
-    return parse_wrk(result.stdout)

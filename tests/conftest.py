@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import fcntl
 import os
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -101,6 +103,9 @@ def pytest_configure(config):
     # saves ~6 s per start (1 s probes loaded the busy CI machine enough to fail load tests).
     # Only the probe's frequency differs from what users run.
     os.environ.setdefault("HEALTHCHECK_INTERVAL", "2s")
+    # the METRICS stacks' Prometheus scrapes and evaluates every 3 s (harness.metrics)
+    folder = Path(tempfile.gettempdir()) / "flask-stacks-prometheus"
+    os.environ[metrics.TEST_CONFIG] = str(metrics.write_test_config(folder))
     chosen = config.getoption("--stack")
     if chosen and chosen not in STACKS:
         raise pytest.UsageError(f"--stack={chosen} is not a stack. Use one of: {' '.join(STACKS)}")
@@ -228,7 +233,7 @@ def running_stack(request, images) -> Stack:
     overlays: tuple = ()
     if request.param in METRICS_STACKS:
         env["METRICS"] = "1"
-        overlays = metrics.overlays(request.param)
+        overlays = (*metrics.overlays(request.param), ROOT / "tests/overlays/prometheus-fast.yaml")
         # test_metrics places nginx's own healthchecks between two scrapes from Docker's log of
         # the last five: at the tests' 2 s they may not reach back past a window's start
         env["HEALTHCHECK_INTERVAL"] = "5s"

@@ -28,8 +28,8 @@ from harness.traffic import (
     Stream,
     failed,
     fetch,
-    fetch_many,
     outage,
+    p99_seconds,
     summary,
     wait_for,
     wait_served_by_all,
@@ -112,11 +112,10 @@ def test_worker_killed_only_its_requests_fail(stack, base_url, record):
     if redundant(stack):  # nginx retries what the dead worker dropped on the other server
         assert not lost, f"{stack.name}: {len(lost)} failed: {lost[:5]}"
     else:
-        # only what was inside that worker when it died: requests sent before the kill, at
-        # most its slots (uWSGI: 1 thread) and never more than the stream's clients (one
-        # request in flight each; gevent's worker holds whatever it had accepted)
-        bound = min(server.slots_per_worker, CLIENTS)
-        assert len(lost) <= bound, f"{len(lost)} failed (bound {bound}): {lost[:5]}"
+        # only what was inside that worker when it died (counted while it was stopped, just
+        # before the kill), all sent before the kill
+        bound = killed["held"]
+        assert len(lost) <= bound, f"{len(lost)} failed; the worker held {bound}: {lost[:5]}"
         assert all(r.at < killed_by for r in lost), f"failures sent after the kill: {lost}"
     after = app_server(stack, service)
     assert len(after.workers) == len(server.workers), "the master did not respawn the worker"
@@ -124,9 +123,21 @@ def test_worker_killed_only_its_requests_fail(stack, base_url, record):
     assert after.master["pid"] == server.master["pid"], "the master itself restarted"
 
 
-# Docker restarts the container at once (first restart: no delay) and the server starts in
-# about a second; nginx keeps the same address or socket. The margin covers a loaded machine.
-MASTER_RESTART_BOUND = 5
+# nginx's part of a recovery: from the app server's first passing healthcheck (its own probe:
+# it serves again) to nginx's last failed request. The app server's own start is not nginx's
+# to bound (it took 10.5 s on a loaded machine); nginx keeps the address or socket and only
+# has to connect again. Its probe runs every HEALTHCHECK_INTERVAL, so nginx usually recovers
+# before it.
+NGINX_PART = 1.0
+
+
+def failures_after_probe(stack: Stack, service: str, results, after: float) -> float:
+    """Seconds from the service's first healthcheck passing after `after` (time.time()) to the
+    end of the stream's last failure (negative: nginx recovered before the probe passed)."""
+    passed = stack.first_passing_probe(service, after)
+    offset = time.time() - time.monotonic()  # the stream's times are time.monotonic()
+    last_failure = max((r.at + r.seconds for r in failed(results)), default=0.0) + offset
+    return last_failure - passed
 
 
 @split_only  # single-container: its restart moves its test port; test_single_container.py
@@ -135,7 +146,7 @@ def test_master_killed_container_restarts_and_nginx_recovers(stack, base_url, re
     restarts = stack.inspect(service)["RestartCount"]
     with Stream(base_url + "/", clients=CLIENTS, limit=40, timeout=3) as stream:
         stream.wait_for_successes(50, after=0, timeout=10)
-        fault = time.monotonic()
+        fault, killed_at = time.monotonic(), time.time()
         kill_master(stack, service)
         wait_for(
             lambda: stack.inspect(service)["RestartCount"] == restarts + 1,
@@ -145,11 +156,18 @@ def test_master_killed_container_restarts_and_nginx_recovers(stack, base_url, re
         recovered = stream.wait_for_successes(50, after=time.monotonic(), timeout=30)
         watch_after_recovery(stack, stream, recovered)
     results = stream.stop()
-    record(stack, "app server master kill -9", figure(results, fault))
+    late = failures_after_probe(stack, service, results, killed_at)
+    record(
+        stack,
+        "app server master kill -9",
+        figure(results, fault) + f" / last failure {late:+.1f} s from its first passing probe",
+    )
     if redundant(stack):
         assert not failed(results), f"{stack.name}: {summary(results)}"
-    took = outage(results, fault)
-    assert took < MASTER_RESTART_BOUND, f"{stack.name}: failures for {took:.1f} s"
+    assert late < NGINX_PART, (
+        f"{stack.name}: nginx failed requests {late:.1f} s after the restarted app server's "
+        f"healthcheck passed (bound {NGINX_PART} s)"
+    )
 
 
 @split_only  # single-container: nginx and the app server are one container
@@ -158,8 +176,8 @@ def test_backend_recreated_on_a_new_address_nginx_follows(stack, base_url, recor
     old, nginx_before = stack.inspect(service), stack.inspect("nginx")["State"]
     network = next(iter(old["NetworkSettings"]["Networks"]))
     placeholder = f"{stack.project}-placeholder"
-    # the watcher's period, the new server's start (about 1 s) and a graceful reload, + margin
-    bound = recheck_seconds(stack) + 3
+    # from the new server's passing probe: the watcher's period, then nginx's graceful reload
+    bound = recheck_seconds(stack) + NGINX_PART
     try:
         with Stream(base_url + "/whoami", clients=CLIENTS, limit=45, timeout=3) as stream:
             stream.wait_for_successes(50, after=0, timeout=10)
@@ -172,8 +190,8 @@ def test_backend_recreated_on_a_new_address_nginx_follows(stack, base_url, recor
                  network, "--entrypoint", "sleep", "flask-stacks/app:latest", "300"],
                 check=True, capture_output=True, timeout=60,
             )  # fmt: skip
+            created = time.time()
             stack.compose("up", "--detach", "--no-deps", service, timeout=90)
-            started = time.monotonic()  # the new container runs from here
             new = stack.inspect(service)
             hostname = new["Config"]["Hostname"]
             wait_for(
@@ -187,20 +205,20 @@ def test_backend_recreated_on_a_new_address_nginx_follows(stack, base_url, recor
     finally:
         subprocess.run(["docker", "rm", "--force", placeholder], capture_output=True, check=False)
     addresses = [c["NetworkSettings"]["Networks"][network]["IPAddress"] for c in (old, new)]
-    last_failure = max((r.at + r.seconds for r in failed(results)), default=started)
+    late = failures_after_probe(stack, service, results, created)
     record(
         stack,
         "backend recreated on a new address",
         figure(results, fault)
-        + f" / served {max(last_failure - started, 0):.1f} s after the new container's start"
+        + f" / last failure {late:+.1f} s from the new container's first passing probe"
         + f" / {addresses[0]} -> {addresses[1]}",
     )
     assert addresses[0] != addresses[1], addresses
     if redundant(stack):
         assert not failed(results), f"{stack.name}: {summary(results)}"
-    assert last_failure - started < bound, (
-        f"{stack.name}: failures until {last_failure - started:.1f} s after the new container "
-        f"started (bound {bound} s: UPSTREAM_RECHECK_SECONDS + 3)"
+    assert late < bound, (
+        f"{stack.name}: failures until {late:.1f} s after the new container's healthcheck "
+        f"passed (bound {bound} s: UPSTREAM_RECHECK_SECONDS + {NGINX_PART})"
     )
     nginx_after = stack.inspect("nginx")["State"]
     assert nginx_after["StartedAt"] == nginx_before["StartedAt"], "nginx was restarted"
@@ -458,26 +476,39 @@ def slow_clients(host: str, port: int, loris: int, uploads: int, seconds: float)
     }
 
 
+# what slow clients may add to the normal requests' p99 over their own baseline, measured in
+# the same stream just before: a worker held by a slow client would add its whole wait (the
+# uploads take ~4 s, the loris 10 s)
+SLOW_CLIENTS_MARGIN = 0.5
+BASELINE = 2  # seconds of the stream before the slow clients connect
+
+
 @pytest.mark.load
 def test_slow_clients_hold_no_worker_and_are_cut_off(stack, base_url, record):
     url = urlsplit(base_url)
     with Stream(base_url + "/", clients=CLIENTS, limit=40, timeout=5) as stream:
         stream.wait_for_successes(20, after=0, timeout=10)
+        began = time.monotonic()
+        time.sleep(BASELINE)
+        slow_from = time.monotonic()
         # client_header_timeout 10s (nginx.conf) closes the loris; the uploads finish in ~4 s
         slow = slow_clients(url.hostname, url.port, loris=100, uploads=10, seconds=20)
         time.sleep(0.5)
     results = stream.stop()
-    latencies = sorted(r.seconds for r in results)
-    p99 = latencies[int(len(latencies) * 0.99) - 1]
+    baseline = p99_seconds([r for r in results if began <= r.at < slow_from])
+    p99 = p99_seconds([r for r in results if r.at >= slow_from])
     closed = [t for t in slow["loris_closed_at"] if t is not None]
     record(
         stack,
         "100 slow headers + 10 slow uploads",
-        f"{summary(results)} / p99 {p99 * 1000:.0f} ms / loris closed by nginx after "
-        f"{min(closed, default=0):.1f}-{max(closed, default=0):.1f} s",
+        f"{summary(results)} / p99 {p99 * 1000:.0f} ms (before: {baseline * 1000:.0f} ms) / "
+        f"loris closed by nginx after {min(closed, default=0):.1f}-{max(closed, default=0):.1f} s",
     )
     assert all(r.status == 200 for r in results), summary(results)
-    assert p99 < 1.0, f"normal requests' p99 {p99:.2f} s while slow clients were connected"
+    assert p99 < baseline + SLOW_CLIENTS_MARGIN, (
+        f"normal requests' p99 {p99:.2f} s while slow clients were connected, against "
+        f"{baseline:.2f} s just before (margin {SLOW_CLIENTS_MARGIN} s)"
+    )
     assert len(closed) == 100, f"nginx left {100 - len(closed)} slow-header connections open"
     assert min(closed) >= 9 and max(closed) <= 15, f"closed after {min(closed)}-{max(closed)} s"
     # nginx read the slow uploads in full before passing them on, then the app answered them
@@ -503,10 +534,14 @@ def test_burst_far_above_the_workers_gets_no_error(stack, base_url, record):
 
 
 @pytest.mark.load
-def test_memory_over_20k_requests_stays_flat(stack, base_url, record):
+def test_memory_over_20k_requests_stays_flat(stack, record):
+    """From fresh workers (the app server restarted: its workers have served only their
+    healthchecks) over 20k requests, the app server's memory stays flat: without gc.freeze()
+    each forked worker un-shares the master's pages at its first full collection."""
     service = stack.app_services()[0]
-    fetch_many(base_url + "/", 200, concurrency=4)  # every worker has served
-    wrk(base_url + "/", connections=16, duration=1)
+    stack.compose("restart", service, timeout=120)
+    stack.recover()  # healthy again (single-container's restart moves its published port)
+    base_url = stack.base_url()
     workers = worker_pids(stack)
     before = memory_mib(stack, service)
     served = 0
@@ -518,7 +553,7 @@ def test_memory_over_20k_requests_stays_flat(stack, base_url, record):
     record(
         stack,
         "memory over 20k requests",
-        f"sent {served} / app server PSS {before:.1f} -> {after:.1f} MiB",
+        f"sent {served} / app server PSS {before:.1f} -> {after:.1f} MiB (from fresh workers)",
     )
     assert after - before < 8, f"{service} grew {after - before:.1f} MiB over {served} requests"
     # and a healthy worker is never recycled (reload-on-rss is far above its size)

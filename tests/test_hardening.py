@@ -248,6 +248,30 @@ def test_allow_list_injection_refuses_to_start(stack):
     assert _recreate_nginx(stack, "").returncode == 0
 
 
+# --- secrets ---------------------------------------------------------------------------------
+
+
+# one stack per way the app server is started: services.yaml's entrypoint, the image's own
+@pytest.mark.stacks("nginx-uwsgi-tcp", "single-container")
+def test_a_missing_secret_stops_the_start_naming_the_file(stack):
+    """A secret SECRETS_AS_ENV names but secrets/ lacks: the app server does not start (exit
+    78, EX_CONFIG) and its log says which file to create."""
+    service = stack.app_services()[0]
+    stack.recreate(service, {"SECRETS_AS_ENV": "secret_key api_token"}, wait=False)
+    try:
+        stack.wait_refused(service)
+        wait_for(  # between its restarts it is running, exit code 0 again
+            lambda: stack.inspect(service)["State"]["ExitCode"] == 78,
+            20,
+            f"{stack.name}/{service} exits 78 (EX_CONFIG)",
+        )
+        line = stack.wait_for_log(service, "secret 'api_token' is missing", timeout=20)
+        assert "/run/secrets/api_token" in line and "secrets/api_token" in line, line
+        assert "Traceback" not in stack.logs(service), stack.logs(service)[-2000:]
+    finally:  # as the files describe, for the tests that follow
+        assert stack.recreate(service, {}).returncode == 0
+
+
 # --- graceful stop (last: they stop services) ------------------------------------------------
 
 

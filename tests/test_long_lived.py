@@ -18,7 +18,7 @@ from websockets.sync.client import connect
 from flask_stacks import DEFAULT_WS_MAX_MESSAGE_BYTES, GOING_AWAY
 from harness.compose import NGINX_STACKS, app_server_of
 from harness.faults import memory_mib, setting
-from harness.traffic import Stream, failed, summary, wait_for
+from harness.traffic import Stream, failed, p99_seconds, summary, wait_for
 from harness.websockets_load import (
     allow_open_files,
     close_all,
@@ -187,8 +187,7 @@ async def hold_idle(url: str, count: int, idle: float, while_open) -> dict:
 
 
 def p99_ms(results: list) -> float:
-    latencies = sorted(r.seconds for r in results)
-    return latencies[int(len(latencies) * 0.99)] * 1000 if latencies else float("nan")
+    return p99_seconds(results) * 1000
 
 
 @pytest.mark.stacks(*GEVENT)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from datetime import datetime
 
 import pytest
 import requests
@@ -56,18 +55,6 @@ def difference(after: dict, before: dict) -> dict:
     return {key: after[key] - before.get(key, 0) for key in after if after[key] != before.get(key)}
 
 
-def healthchecks(stack: Stack, service: str) -> list[tuple[float, float]]:
-    """When the service's last healthchecks began and ended (docker keeps the last five)."""
-    log = stack.inspect(service)["State"]["Health"]["Log"]
-    return [
-        (
-            datetime.fromisoformat(e["Start"]).timestamp(),
-            datetime.fromisoformat(e["End"]).timestamp(),
-        )
-        for e in log
-    ]
-
-
 def test_prometheus_counts_exactly_the_requests_sent(stack, base_url, prometheus):
     """The app's counter rises by what was sent, by route and status. nginx's (stub_status)
     counts every request nginx handles, between two of its scrapes: those sent, the exporter's
@@ -87,7 +74,7 @@ def test_prometheus_counts_exactly_the_requests_sent(stack, base_url, prometheus
         total.update(SENT)
         prometheus.scraped_after("nginx", time.time())
         (end,) = prometheus.stamped(NGINX_COUNT)
-        checks = healthchecks(stack, "nginx")
+        checks = [(c["start"], c["end"]) for c in stack.healthchecks("nginx")]
         windows.append((start, end, checks))
         # the exporter reads stub_status a few ms after the scrape begins
         near = [c for c in checks for edge in (start.time, end.time) if c[0] - 0.1 < edge < c[1]]

@@ -31,7 +31,7 @@ import pytest
 import requests
 from urllib3.exceptions import NewConnectionError
 
-from harness import apps
+from harness import apps, faults
 from harness.compose import (
     NGINX_STACKS,
     ROOT,
@@ -46,10 +46,10 @@ from harness.compose import (
 
 @dataclass(frozen=True)
 class RealApp:
-    """A Flask app written elsewhere: a pinned sdist on PyPI and the folder in it to serve."""
+    """A Flask app written elsewhere: a pinned sdist on PyPI (tests/real-apps/<name>.txt: the
+    release and its hash, which pip checks) and the folder in it to serve."""
 
-    requirement: str  # name==version
-    sha256: str  # of the sdist: pip refuses anything else
+    pins: str  # a requirements file in tests/real-apps/
     folder: str  # inside the unpacked sdist
     settings: dict[str, str] = field(default_factory=dict)
     static_file: str = ""  # a file in APP_STATIC that nginx must serve
@@ -67,8 +67,7 @@ FLASKR_USERS = (
 )
 REAL_APPS = {
     "flaskr": RealApp(
-        requirement="flask==3.1.3",
-        sha256="0ef0e52b8a9cd932855379197dd8f94047b359ca0a78695144304cb45f87c9eb",
+        pins="flaskr.txt",
         folder="flask-3.1.3/examples/tutorial",
         settings={
             "APP_MODULE": "flaskr:create_app()",
@@ -79,8 +78,7 @@ REAL_APPS = {
         static_file="style.css",
     ),
     "httpbin": RealApp(
-        requirement="httpbin==0.10.4",
-        sha256="6023a5a2e8fb8e91abdd6d34d1f1f455092f97d567c25600e1b48ee1178aa738",
+        pins="httpbin.txt",
         folder="httpbin-0.10.4",
         settings={
             "APP_MODULE": "httpbin:app",
@@ -90,6 +88,14 @@ REAL_APPS = {
         },
         static_file="favicon.ico",
     ),
+}
+# what a developer's checkout holds beside the code and must not ship (Dockerfile.dockerignore):
+# written into each real app's folder before its image is built
+LOCAL_STATE = {
+    ".env": "DATABASE_URL=postgresql://dev:local-password@localhost/dev\n",
+    ".env.local": "SECRET_KEY=local-only\n",
+    "secrets/api_token": "local-api-token\n",
+    "instance/local.sqlite": "a developer's own database\n",
 }
 EXPORTED_STACK = "nginx-gunicorn-gevent"  # each real app is exported with this stack too
 MADE = ("flaskr", "nginx-uwsgi-socket")  # brought up, run, down, up and purged with make
@@ -124,14 +130,13 @@ def fetch(app: RealApp, into: Path) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if folder.is_dir():
             return folder
-        pins = into / f"{app.requirement}.txt"
-        pins.write_text(f"{app.requirement} --hash=sha256:{app.sha256}\n")
+        pins = ROOT / "tests/real-apps" / app.pins
         subprocess.run(
             [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary",
              ":all:", "--require-hashes", "--requirement", str(pins), "--dest", str(into)],
             check=True, capture_output=True, text=True, timeout=300,
         )  # fmt: skip
-        (sdist,) = into.glob(f"{app.requirement.split('==')[0]}-*.tar.gz")
+        (sdist,) = into.glob(f"{app.folder.split('/')[0]}.tar.gz")
         with tarfile.open(sdist) as archive:
             archive.extractall(into, filter="data")
         return folder
@@ -184,6 +189,10 @@ def stack(request, images, real_apps_folder, tmp_path_factory):
         fcntl.flock(lock, fcntl.LOCK_EX)
         built = real_apps_folder / f"built-{name}"  # by this run's first target of the app
         if not built.exists():
+            if name != "yours":  # a checkout's local state beside the code (never yours)
+                for path, text in LOCAL_STATE.items():
+                    (folder / path).parent.mkdir(parents=True, exist_ok=True)
+                    (folder / path).write_text(text)
             build_images(NGINX_STACKS, settings)
             built.touch()
     exported, via_make = None, where.startswith("make:")
@@ -317,13 +326,30 @@ def test_data_folder_is_the_apps_alone(stack: Target):
 SAVED: set[str] = set()  # images whose layers this worker has searched for the secret
 
 
+# a process's environment, a line per variable
+PROCESS_ENV = (
+    "import sys; print(open(f'/proc/{sys.argv[1]}/environ').read().replace(chr(0), chr(10)))"
+)
+
+
 def test_secret_is_a_file_not_in_the_environment_or_image(stack: Target):
+    """The secret is the file /run/secrets/secret_key; in no service's `docker inspect`, no
+    image layer; in the app's processes as SECRET_KEY exactly when SECRETS_AS_ENV names it
+    (the README's words)."""
     secret = stack.secret()
     app_service = stack.stack.app_services()[0]
     assert stack.stack.exec(app_service, "cat", "/run/secrets/secret_key").strip() == secret
     for service in stack.stack.services():
         env = stack.stack.inspect(service)["Config"]["Env"]
         assert not any(secret in entry for entry in env), f"{service}: the secret is in its env"
+    exported = "secret_key" in stack.app.secrets_as_env.split()
+    master = faults.app_server(stack.stack, app_service).master["pid"]
+    process_env = stack.stack.exec(app_service, "python", "-c", PROCESS_ENV, str(master))
+    assert "APP_MODULE=" in process_env, f"{app_service}: not the app server's env: {master}"
+    assert (f"SECRET_KEY={secret}" in process_env.splitlines()) == exported, (
+        f"SECRETS_AS_ENV={stack.app.secrets_as_env!r}: SECRET_KEY is "
+        f"{'missing from' if exported else 'in'} the app server's environment"
+    )
     image = stack.stack.inspect(app_service)["Config"]["Image"]
     if image in SAVED:  # the same image on another stack: its layers were read already
         return
@@ -335,6 +361,18 @@ def test_secret_is_a_file_not_in_the_environment_or_image(stack: Target):
     assert secret not in history
     saved = subprocess.run(["docker", "save", image], capture_output=True, check=True).stdout
     assert secret.encode() not in saved, f"{image}: a layer holds the secret"
+
+
+def check_local_state_stays_out_of_the_image(stack: Target):
+    """.env files, secrets/ and instance/ of the checkout are not in the app's image (nor,
+    through it, in the data volume Docker fills from the image at its first mount)."""
+    app_service = stack.stack.app_services()[0]
+    found = stack.stack.exec(
+        app_service, "python", "-c",
+        "import os, sys; print(*[p for p in sys.argv[1:] if os.path.lexists('/app/' + p)])",
+        *LOCAL_STATE,
+    ).split()  # fmt: skip
+    assert not found, f"in the image under /app: {found} (Dockerfile.dockerignore)"
 
 
 # --- each real app's own flow --------------------------------------------------------------
@@ -402,6 +440,8 @@ def check_the_apps_own_flow(stack: Target):
 
 if not your_app():  # yours: only the checks that hold for any app (no skip: not collected)
     test_the_apps_own_flow = check_the_apps_own_flow
+    # nothing is written into your folder: the real apps prove the build context
+    test_local_state_stays_out_of_the_image = check_local_state_stays_out_of_the_image
 
 
 # --- release step, stop, start: nothing lost -----------------------------------------------
@@ -437,6 +477,39 @@ def test_a_failing_release_stops_the_up_and_the_app_serves_on(stack: Target):
     health = requests.get(stack.url + stack.app.health_path, timeout=10, allow_redirects=False)
     assert 200 <= health.status_code < 300, health.status_code
     stack.stack.up("--build")  # the release step as the files describe it, run again
+
+
+def check_a_new_version_whose_release_fails_stays_down(stack: Target):
+    """A new version of the app (a changed file: a new image) with a failing release step,
+    through `make up`: the app servers' new containers are made but never started (the old
+    ones are gone), nginx answers its 502 until a good `up` (docs/your-app.md)."""
+    before = {s: stack.stack.inspect(s)["Id"] for s in stack.stack.app_services()}
+    version = stack.folder / "flask-stacks-new-version.txt"  # in the image: /app/...
+    version.write_text(uuid.uuid4().hex)
+    try:
+        failing = {**stack.settings, "APP_RELEASE_CMD": "echo release-output-seen; exit 7"}
+        result = make("up", stack.stack.name, failing, check=False)
+        output = result.stdout + result.stderr
+        assert result.returncode != 0, "make up succeeded with a failing release step"
+        assert "APP_RELEASE_CMD failed (exit 7)" in output, output[-3000:]
+        for service, old_id in before.items():
+            info = stack.stack.inspect(service)
+            assert info["Id"] != old_id, f"{service}: not replaced by the new version's container"
+            assert info["State"]["Status"] == "created", f"{service}: {info['State']['Status']}"
+        down = requests.get(stack.url + stack.app.health_path, timeout=10)
+        assert down.status_code == 502, f"{down.status_code}: {down.text[:300]}"
+        assert down.json()["status"] == 502 and down.json()["request_id"], down.text[:300]
+    finally:
+        version.unlink()
+        make("up", stack.stack.name, stack.settings)  # the good version, served again
+    health = requests.get(stack.url + stack.app.health_path, timeout=10, allow_redirects=False)
+    assert 200 <= health.status_code < 300, health.status_code
+
+
+if not your_app():  # it changes the app's folder: the real app's, never yours
+    test_a_new_version_whose_release_fails_stays_down = pytest.mark.parametrize(
+        "stack", [t for t in targets() if "@make:" in t], indirect=True
+    )(check_a_new_version_whose_release_fails_stays_down)
 
 
 # --- stop, start: nothing lost -------------------------------------------------------------
