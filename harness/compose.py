@@ -19,7 +19,7 @@ from pathlib import Path
 import requests
 
 from harness import apps, machine_load
-from harness.traffic import POLL
+from harness.traffic import POLL, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 STACKS = sorted(p.parent.name for p in ROOT.glob("stacks/*/compose.yaml"))
@@ -249,18 +249,15 @@ class Stack:
     def first_passing_probe(self, service: str, after: float, timeout: float = 60) -> float:
         """When (time.time()) the first healthcheck begun after `after` passed: the moment the
         service's own probe says it serves again. Waits up to `timeout` s for one."""
-        deadline = time.monotonic() + timeout
-        while True:
+        passed: list[float] = []
+
+        def found() -> bool:
             checks = self.healthchecks(service)
-            passed = [c["end"] for c in checks if c["start"] > after and c["code"] == 0]
-            if passed:
-                return min(passed)
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"{self.name}/{service}: no passing healthcheck within {timeout} s: "
-                    f"{self.healthchecks(service)}"
-                )
-            time.sleep(POLL)
+            passed[:] = [c["end"] for c in checks if c["start"] > after and c["code"] == 0]
+            return bool(passed)
+
+        wait_for(found, timeout, f"{self.name}/{service}: a passing healthcheck")
+        return min(passed)
 
     def wait_refused(self, service: str, timeout: float = 30) -> dict:
         """Wait until the service's (new) container has refused to start: exited with an error,

@@ -46,27 +46,23 @@ def wrk(url: str, connections: int, duration: int, timeout: int = 2) -> dict:
     """wrk from the host (Debian's package; `make setup` installs it): parsed report. A load:
     it runs alone on the machine (harness.machine_load)."""
     with machine_load.exclusive(f"wrk -c {connections} {url}"):
-        result = _run(url, connections, duration, timeout)
+        result = subprocess.run(
+            [
+                "wrk",
+                "--latency",
+                "-t",
+                "2",
+                "-c",
+                str(connections),
+                "-d",
+                f"{duration}s",
+                "--timeout",
+                f"{timeout}s",
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=duration + timeout + 30,
+        )
     return parse_wrk(result.stdout)
-
-
-def _run(url: str, connections: int, duration: int, timeout: int) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [
-            "wrk",
-            "--latency",
-            "-t",
-            "2",
-            "-c",
-            str(connections),
-            "-d",
-            f"{duration}s",
-            "--timeout",
-            f"{timeout}s",
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=duration + timeout + 30,
-    )

@@ -517,8 +517,8 @@ def test_slow_clients_hold_no_worker_and_are_cut_off(stack, base_url, record):
 
 
 # connections at once: more than a listen backlog of 1,024 holds (uWSGI's `listen` was 1024
-# until the HTTP/2 and 2,000-connection runs overflowed it: base.ini), within what nginx's two
-# workers can proxy (worker_connections 2048 each, two per request)
+# until the HTTP/2 and 2,000-connection runs overflowed it: base.ini), within what one nginx
+# worker can proxy alone (worker_connections 4096, two per request: accepts are uneven)
 BURST = 1800
 
 
