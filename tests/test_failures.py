@@ -38,8 +38,9 @@ from harness.traffic import (
 from harness.wrk import wrk
 
 CLIENTS = 4  # concurrent clients of the steady stream
-WATCH = 4  # seconds the stream goes on after a recovery: "none fail after it" needs requests
-RATE = 200  # the stream's requests per second (traffic.Stream's default)
+# requests answered after a recovery, every one of which must succeed: 4 s of the stream at its
+# 200/s; a count, not a window, so that a loaded machine makes the watch longer, never emptier
+WATCHED = 800
 
 pytestmark = [
     pytest.mark.stacks(*NGINX_STACKS),  # the failure scenarios are about nginx
@@ -78,11 +79,14 @@ def assert_nginx_error(body, status: int) -> None:
 
 
 def watch_after_recovery(stack: Stack, stream: Stream, recovered: float) -> None:
-    """Keep the stream going WATCH s past `recovered` and require that every request then
-    succeeded, with enough of them to mean something."""
-    wait_for(lambda: time.monotonic() > recovered + WATCH, WATCH + 1, "the watch after recovery")
+    """Keep the stream going until WATCHED requests sent after `recovered` have their answer,
+    and require that every one of them succeeded."""
+    wait_for(
+        lambda: len(stream.since(recovered)) >= WATCHED,
+        60,
+        f"{stack.name}: {WATCHED} requests answered after the recovery (the stream's limit?)",
+    )
     after = stream.since(recovered)
-    assert len(after) >= WATCH * RATE / 2, f"{stack.name}: only {len(after)} requests watched"
     assert not failed(after), f"{stack.name}: failures after recovery: {failed(after)[:5]}"
 
 
@@ -95,7 +99,7 @@ def recheck_seconds(stack: Stack) -> int:
 def test_worker_killed_only_its_requests_fail(stack, base_url, record):
     service = stack.app_services()[0]
     server = app_server(stack, service)
-    with Stream(base_url + "/", clients=CLIENTS, limit=20) as stream:
+    with Stream(base_url + "/", clients=CLIENTS, limit=60) as stream:
         stream.wait_for_successes(50, after=0, timeout=10)
         fault = time.monotonic()
         killed = kill_worker(stack, service)
@@ -125,19 +129,24 @@ def test_worker_killed_only_its_requests_fail(stack, base_url, record):
 
 
 # nginx's part of a recovery: from the app server's first passing healthcheck (its own probe:
-# it serves again) to nginx's last failed request. The app server's own start is not nginx's
-# to bound (it took 10.5 s on a loaded machine); nginx keeps the address or socket and only
-# has to connect again. Its probe runs every HEALTHCHECK_INTERVAL, so nginx usually recovers
-# before it.
-NGINX_PART = 1.0
+# it serves again) to the sending of the last request that failed. The app server's own start
+# is not nginx's to bound (it took 10.5 s on a loaded machine), nor is how long a failing
+# request takes to fail (a client's time, longer on a loaded machine); nginx keeps the address
+# or socket and only has to connect again, so a request sent after the probe passed must not
+# fail. The margin is for the two clocks (Docker records the probe's end, the client its send).
+NGINX_PART = 0.5
+# after a recreate, nginx's re-resolver finds the new address within UPSTREAM_RECHECK_SECONDS
+# and reloads nginx gracefully: requests sent before the new workers took over may fail
+RELOAD = 1.0
 
 
 def failures_after_probe(stack: Stack, service: str, results, after: float) -> float:
     """Seconds from the service's first healthcheck passing after `after` (time.time()) to the
-    end of the stream's last failure (negative: nginx recovered before the probe passed)."""
+    sending of the stream's last failed request (negative: nginx recovered before the probe
+    passed)."""
     passed = stack.first_passing_probe(service, after)
     offset = time.time() - time.monotonic()  # the stream's times are time.monotonic()
-    last_failure = max((r.at + r.seconds for r in failed(results)), default=0.0) + offset
+    last_failure = max((r.at for r in failed(results)), default=0.0) + offset
     return last_failure - passed
 
 
@@ -145,7 +154,7 @@ def failures_after_probe(stack: Stack, service: str, results, after: float) -> f
 def test_master_killed_container_restarts_and_nginx_recovers(stack, base_url, record):
     service = stack.app_services()[0]
     restarts = stack.inspect(service)["RestartCount"]
-    with Stream(base_url + "/", clients=CLIENTS, limit=40, timeout=3) as stream:
+    with Stream(base_url + "/", clients=CLIENTS, limit=80, timeout=3) as stream:
         stream.wait_for_successes(50, after=0, timeout=10)
         fault, killed_at = time.monotonic(), time.time()
         kill_master(stack, service)
@@ -161,13 +170,13 @@ def test_master_killed_container_restarts_and_nginx_recovers(stack, base_url, re
     record(
         stack,
         "app server master kill -9",
-        figure(results, fault) + f" / last failure {late:+.1f} s from its first passing probe",
+        figure(results, fault) + f" / last failure sent {late:+.1f} s from its first passing probe",
     )
     if redundant(stack):
         assert not failed(results), f"{stack.name}: {summary(results)}"
     assert late < NGINX_PART, (
-        f"{stack.name}: nginx failed requests {late:.1f} s after the restarted app server's "
-        f"healthcheck passed (bound {NGINX_PART} s)"
+        f"{stack.name}: a request sent {late:.1f} s after the restarted app server's "
+        f"healthcheck passed failed (bound {NGINX_PART} s)"
     )
 
 
@@ -178,9 +187,9 @@ def test_backend_recreated_on_a_new_address_nginx_follows(stack, base_url, recor
     network = next(iter(old["NetworkSettings"]["Networks"]))
     placeholder = f"{stack.project}-placeholder"
     # from the new server's passing probe: the watcher's period, then nginx's graceful reload
-    bound = recheck_seconds(stack) + NGINX_PART
+    bound = recheck_seconds(stack) + RELOAD
     try:
-        with Stream(base_url + "/whoami", clients=CLIENTS, limit=45, timeout=3) as stream:
+        with Stream(base_url + "/whoami", clients=CLIENTS, limit=90, timeout=3) as stream:
             stream.wait_for_successes(50, after=0, timeout=10)
             fault = time.monotonic()
             # what `up --force-recreate` does, but onto a new address for sure: Docker hands a
@@ -211,15 +220,15 @@ def test_backend_recreated_on_a_new_address_nginx_follows(stack, base_url, recor
         stack,
         "backend recreated on a new address",
         figure(results, fault)
-        + f" / last failure {late:+.1f} s from the new container's first passing probe"
+        + f" / last failure sent {late:+.1f} s from the new container's first passing probe"
         + f" / {addresses[0]} -> {addresses[1]}",
     )
     assert addresses[0] != addresses[1], addresses
     if redundant(stack):
         assert not failed(results), f"{stack.name}: {summary(results)}"
     assert late < bound, (
-        f"{stack.name}: failures until {late:.1f} s after the new container's healthcheck "
-        f"passed (bound {bound} s: UPSTREAM_RECHECK_SECONDS + {NGINX_PART})"
+        f"{stack.name}: a request sent {late:.1f} s after the new container's healthcheck "
+        f"passed failed (bound {bound} s: UPSTREAM_RECHECK_SECONDS + {RELOAD})"
     )
     nginx_after = stack.inspect("nginx")["State"]
     assert nginx_after["StartedAt"] == nginx_before["StartedAt"], "nginx was restarted"
@@ -253,7 +262,7 @@ def test_pair_member_killed_whole_nothing_fails(stack, base_url, record):
         f"no server disabled by nginx in the last {fail_timeout} s",
     )
     try:
-        with Stream(base_url + "/whoami", clients=CLIENTS, limit=30, timeout=5) as stream:
+        with Stream(base_url + "/whoami", clients=CLIENTS, limit=60, timeout=5) as stream:
             stream.wait_for_successes(50, after=0, timeout=10)
             fault, since = time.monotonic(), time.time() - fail_timeout  # the log from before too
             stack.compose("kill", "--signal", "SIGKILL", "app2", timeout=60)
@@ -268,7 +277,6 @@ def test_pair_member_killed_whole_nothing_fails(stack, base_url, record):
     assert not failed(results), f"{stack.name}: {summary(results)}; nginx said:\n" + "\n".join(
         errors[-30:]
     )
-    assert len(stream.since(fault)) >= WATCH * RATE / 2
 
 
 HANG = 60  # seconds a stuck request would take: past every timeout of every stack
@@ -281,7 +289,7 @@ def worker_pids(stack: Stack) -> dict[str, set[int]]:
 def stuck_request(stack: Stack, base_url: str, path: str, until: str, within: float):
     """A request to `path` while a stream runs; waits (up to `within` s after sending it) for a
     log line of the app servers matching `until`, then for every worker count to be back and
-    WATCH s of successes. Returns the stuck request's result, the seconds until that line, the
+    WATCHED successes. Returns the stuck request's result, the seconds until that line, the
     stream's results and the workers before."""
     before = worker_pids(stack)
     with Stream(base_url + "/", clients=CLIENTS, limit=HANG + 30, timeout=5) as stream:
@@ -363,13 +371,16 @@ def test_blocked_gevent_worker_is_killed_at_its_timeout(stack, base_url, record)
 @pytest.mark.stacks(*GUNICORN_STACKS)
 def test_waiting_gevent_request_gets_504_and_its_worker_serves_on(stack, base_url, record):
     """A request that waits cooperatively past nginx's read timeout: 504 at the timeout; gevent
-    has no per-request limit, so the greenlet runs to its end while its worker serves others."""
+    has no per-request limit, so the greenlet runs to its end while its worker serves others:
+    every worker answers the stream while the request waits."""
     before = worker_pids(stack)
-    with Stream(base_url + "/", clients=CLIENTS, limit=60, timeout=5) as stream:
+    with Stream(base_url + "/whoami", clients=CLIENTS, limit=60, timeout=5) as stream:
         stream.wait_for_successes(50, after=0, timeout=10)
         sent = time.monotonic()
         result = fetch(base_url + f"/fault/hang?seconds={READ_TIMEOUT + 5}&cooperative=1", 60)
-        served_meanwhile = [r for r in stream.since(sent) if r.status == 200]
+        # from a second after it was sent: it is inside a worker by then
+        waited = [r for r in stream.since(sent + 1) if r.at < sent + result.seconds]
+        meanwhile = {r.body["pid"] for r in waited if r.status == 200}
     results = stream.stop()
     record(
         stack,
@@ -380,7 +391,7 @@ def test_waiting_gevent_request_gets_504_and_its_worker_serves_on(stack, base_ur
     assert_nginx_error(result.body, 504)
     assert READ_TIMEOUT <= result.seconds < READ_TIMEOUT + 2, result.seconds
     assert not failed(results), f"{stack.name}: {summary(results)}"
-    assert len(served_meanwhile) >= READ_TIMEOUT * RATE / 2, len(served_meanwhile)
+    assert meanwhile == before["app"], f"workers serving while it waited: {meanwhile}, of {before}"
     assert worker_pids(stack) == before, "a worker was replaced"
 
 
@@ -390,7 +401,7 @@ def test_leaking_worker_is_recycled_gracefully(stack, base_url, record):
     it (uWSGI checks after each request); no request fails."""
     limit = setting("uwsgi", "reload-on-rss")
     before = worker_pids(stack)
-    with Stream(base_url + "/", clients=CLIENTS, limit=30, timeout=5) as stream:
+    with Stream(base_url + "/", clients=CLIENTS, limit=60, timeout=5) as stream:
         stream.wait_for_successes(50, after=0, timeout=10)
         since = time.time()
         grown = fetch(base_url + f"/fault/grow?mib={limit + 44}", timeout=30)
@@ -561,3 +572,25 @@ def test_memory_over_20k_requests_stays_flat(stack, base_url, record):
     assert after - before < 8, f"{service} grew {after - before:.1f} MiB over {served} requests"
     # and a healthy worker is never recycled (reload-on-rss is far above its size)
     assert worker_pids(stack) == workers, f"{stack.name}: workers replaced under steady load"
+
+
+@pytest.mark.stacks(*UWSGI_STACKS)
+def test_a_full_collection_leaves_the_masters_objects_shared(stack, base_url):
+    """uWSGI loads the app in its master and forks the workers from it: wsgi.py's gc.freeze()
+    keeps every object the master loaded out of the collector's reach, so a worker's full
+    collection writes none of their pages and they stay shared (without it: +4.5 MiB per
+    worker at its first one). Every worker is made to collect, through nginx."""
+    workers = sum(len(p) for p in worker_pids(stack).values())
+    before = sum(memory_mib(stack, s) for s in stack.app_services())
+    answers: dict[tuple[str, int], dict] = {}
+    for _ in range(50 * workers):  # nginx and the accept lock pick the worker
+        result = fetch(base_url + "/fault/collect")
+        assert result.status == 200, result
+        answers[result.body["hostname"], result.body["pid"]] = result.body
+        if len(answers) == workers:
+            break
+    assert len(answers) == workers, f"{len(answers)} of {workers} workers answered"
+    after = sum(memory_mib(stack, s) for s in stack.app_services())
+    unfrozen = {k: a["frozen"] for k, a in answers.items() if a["frozen"] == 0}
+    assert not unfrozen, f"{stack.name}: workers with nothing frozen (gc.freeze?): {unfrozen}"
+    assert after - before < workers, f"{stack.name}: {before:.1f} -> {after:.1f} MiB"

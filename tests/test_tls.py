@@ -142,7 +142,15 @@ def test_cbc_cipher_refused(stack):
     assert refused.value.reason == "SSLV3_ALERT_HANDSHAKE_FAILURE", refused.value
 
 
+# one stack per TLS overlay: what sslyze tests is nginx's TLS (shared/nginx/snippets/tls.conf
+# and the image's OpenSSL), which the stacks of one overlay share; the checks above hold each
+SCANNED: dict[Path, str] = {}
+for _name, _overlay in sorted(TLS_STACKS.items()):
+    SCANNED.setdefault(_overlay, _name)
+
+
 @pytest.mark.load  # sslyze's hundreds of handshakes
+@pytest.mark.parametrize("stack", sorted(SCANNED.values()), indirect=True, scope="module")
 def test_scan_finds_nothing_against_mozilla_intermediate(stack, local_ca):
     """sslyze: protocols, ciphers, curves, certificate and known TLS vulnerabilities
     (Heartbleed, ROBOT, CCS injection, insecure renegotiation, compression)."""

@@ -53,6 +53,7 @@ class RealApp:
     folder: str  # inside the unpacked sdist
     settings: dict[str, str] = field(default_factory=dict)
     static_file: str = ""  # a file in APP_STATIC that nginx must serve
+    stacks: tuple[str, ...] = tuple(NGINX_STACKS)  # served on these (and exported with one)
 
 
 # flaskr reads its SECRET_KEY from instance/config.py only (its factory), so its release step
@@ -87,6 +88,11 @@ REAL_APPS = {
             "SECRETS_AS_ENV": "",  # it reads no secret
         },
         static_file="favicon.ico",
+        # its own checks (absolute redirects, cookies, the request id) are about what reaches
+        # the app: the uwsgi params here (the pair and single-container include the same
+        # snippet), the proxy headers in the export's Gunicorn stack; .ci/run serves it on the
+        # socket stack too, through `make test APP=...`
+        stacks=("nginx-uwsgi-tcp",),
     ),
 }
 # what a developer's checkout holds beside the code and must not ship (Dockerfile.dockerignore):
@@ -108,7 +114,7 @@ def your_app() -> dict[str, str]:
 
 
 def targets() -> list[str]:
-    """app@stack for every real app on every nginx stack, and app@export:stack; with APP set,
+    """app@stack for every real app on its stacks, and app@export:stack; with APP set,
     yours@stack for every nginx stack (conftest's --stack narrows it to one)."""
     if your_app():
         return [f"yours@{stack}" for stack in NGINX_STACKS]
@@ -116,8 +122,8 @@ def targets() -> list[str]:
         # the socket stack with flaskr through make itself: up, run, down, up, purge
         *(
             f"{name}@{'make:' if (name, stack) == MADE else ''}{stack}"
-            for name in REAL_APPS
-            for stack in NGINX_STACKS
+            for name, app in REAL_APPS.items()
+            for stack in app.stacks
         ),
         *(f"{name}@export:{EXPORTED_STACK}" for name in REAL_APPS),
     ]

@@ -1,5 +1,6 @@
 """The shared Flask app on its own, through Flask's test client: no Docker, no server."""
 
+import gc
 import hashlib
 import time
 
@@ -161,6 +162,7 @@ def test_unhandled_error_is_json_500_without_traceback(client):
 def test_fault_routes_are_off_by_default(client):
     assert client.get("/fault/hang?seconds=0.01").status_code == 404
     assert client.get("/fault/grow?mib=1").status_code == 404
+    assert client.get("/fault/collect").status_code == 404
     assert client.get("/fault/error").status_code == 404
 
 
@@ -193,6 +195,16 @@ def test_fault_grow_keeps_the_memory(faulty):
     first = faulty.get("/fault/grow?mib=1").json
     second = faulty.get("/fault/grow?mib=2").json
     assert second["kept_mib"] - first["kept_mib"] == 2
+
+
+def test_fault_collect_reports_the_frozen_objects(faulty):
+    gc.freeze()
+    try:
+        answer = faulty.get("/fault/collect").json
+    finally:
+        gc.unfreeze()
+    assert answer["frozen"] > 0 and answer["collected"] >= 0 and answer["pid"] > 0
+    assert faulty.get("/fault/collect").json["frozen"] == 0
 
 
 @pytest.mark.parametrize("path", ["/fault/hang?seconds=121", "/fault/grow?mib=0", "/fault/grow"])

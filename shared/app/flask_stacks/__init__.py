@@ -4,6 +4,7 @@ Its endpoints exist to prove a deployment: which server and container answered, 
 client address and scheme survived the proxy, how uploads and slow requests behave.
 """
 
+import gc
 import hashlib
 import json
 import math
@@ -125,8 +126,9 @@ def create_app() -> Flask:
     MAX_BODY_BYTES  largest accepted request body (413 above it)
     WS_ALLOWED_ORIGINS   browser origins, besides the page's own, that may open /ws/echo
     WS_MAX_MESSAGE_BYTES largest WebSocket message (a bigger one closes it with 1009)
-    FAULT_ROUTES    1: also serve /fault/hang, /fault/grow and /fault/error, which the tests
-                    use to make a worker stuck, leaking or fail; never in production (default 0)
+    FAULT_ROUTES    1: also serve /fault/hang, /fault/grow, /fault/collect and /fault/error,
+                    which the tests use to make a worker stuck, leak, collect its garbage or
+                    fail; never in production (default 0)
     """
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = _env_int("MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, 1)
@@ -216,6 +218,14 @@ def create_app() -> Flask:
             _GROWN.append(b"\x01" * int(mib * 1024 * 1024))
             kept = sum(map(len, _GROWN)) / 1024 / 1024
             return {"kept_mib": kept, "pid": os.getpid(), "hostname": socket.gethostname()}
+
+        @app.get("/fault/collect")
+        def collect():
+            """A full garbage collection in this worker now; how many objects are frozen (out
+            of the collector's reach: wsgi.py's gc.freeze() keeps the master's pages shared)."""
+            frozen, collected = gc.get_freeze_count(), gc.collect()
+            return {"frozen": frozen, "collected": collected, "pid": os.getpid(),
+                    "hostname": socket.gethostname()}  # fmt: skip
 
         @app.get("/fault/error")
         def error():
