@@ -175,7 +175,8 @@ def kill_worker(stack: Stack, service: str) -> dict:
 
 def kill_master(stack: Stack, service: str) -> None:
     """SIGKILL the app server's master, as a crash would: PID 1 of the container can only be
-    killed from the host (the kernel shields a namespace's init from its own processes)."""
+    killed from the host (the kernel shields a namespace's init from its own processes).
+    Returns once the signal is sent; time the fault after the call (its lookup takes an exec)."""
     server = app_server(stack, service)
     if server.master["pid"] == 1:
         os.kill(stack.inspect(service)["State"]["Pid"], signal.SIGKILL)

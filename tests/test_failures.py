@@ -136,11 +136,11 @@ def test_worker_killed_only_its_requests_fail(stack, base_url, record):
 NGINX_PART = 1.0
 
 
-def failures_after_probe(stack: Stack, service: str, results, after: float) -> float | None:
-    """Seconds from the service's first healthcheck passing after `after` (time.time()) to the
-    end of the stream's last failure (negative: nginx recovered before the probe passed); None
-    if nothing failed."""
-    passed = stack.first_passing_probe(service, after)
+def failures_after_probe(results, passed: float) -> float | None:
+    """Seconds from `passed` (time.time(): the service's first passing healthcheck, read with
+    Stack.first_passing_probe as soon as nginx recovers, while Docker's log of five probes
+    still holds it) to the end of the stream's last failure (negative: nginx recovered before
+    the probe passed); None if nothing failed."""
     offset = time.time() - time.monotonic()  # the stream's times are time.monotonic()
     last_failure = max((r.at + r.seconds for r in failed(results)), default=None)
     return None if last_failure is None else last_failure + offset - passed
@@ -152,17 +152,20 @@ def test_master_killed_container_restarts_and_nginx_recovers(stack, base_url, re
     restarts = stack.inspect(service)["RestartCount"]
     with Stream(base_url + "/", clients=CLIENTS, limit=80, timeout=3) as stream:
         stream.wait_for_successes(50, after=0, timeout=10)
-        fault, killed_at = time.monotonic(), time.time()
         kill_master(stack, service)
+        # after the call, not before: it first reads the processes (a docker exec, ~0.4 s), and
+        # a probe begun then passed against the old master (read as "failed 1.2 s after it")
+        fault, killed_at = time.monotonic(), time.time()
         wait_for(
             lambda: stack.inspect(service)["RestartCount"] == restarts + 1,
             20,
             "the container is restarted",
         )
         recovered = stream.wait_for_successes(50, after=time.monotonic(), timeout=30)
+        passed = stack.first_passing_probe(service, killed_at)
         watch_after_recovery(stack, stream, recovered)
     results = stream.stop()
-    late = failures_after_probe(stack, service, results, killed_at)
+    late = failures_after_probe(results, passed)
     record(
         stack,
         "app server master kill -9",
@@ -207,12 +210,13 @@ def test_backend_recreated_on_a_new_address_nginx_follows(stack, base_url, recor
                 f"nginx sends requests to the new container {hostname}",
             )
             recovered = stream.wait_for_successes(20, after=time.monotonic(), timeout=30)
+            passed = stack.first_passing_probe(service, created)
             watch_after_recovery(stack, stream, recovered)
         results = stream.stop()
     finally:
         subprocess.run(["docker", "rm", "--force", placeholder], capture_output=True, check=False)
     addresses = [c["NetworkSettings"]["Networks"][network]["IPAddress"] for c in (old, new)]
-    late = failures_after_probe(stack, service, results, created)
+    late = failures_after_probe(results, passed)
     record(
         stack,
         "backend recreated on a new address",
