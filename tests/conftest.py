@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -298,11 +299,27 @@ def pytest_runtest_makereport(item, call):
     stack = getattr(stack, "stack", stack)  # test_your_app's Target holds its Stack
     if report.failed and isinstance(stack, Stack):
         try:
-            logs = stack.logs()[-20000:]
+            logs = stack.logs()
         except Exception as error:  # noqa: BLE001 - the logs are a help, the failure is the news
             logs = f"(could not read the logs: {error!r})"
-        report.sections.append((f"{stack.name}: logs", logs))
+        # what went wrong is seldom in the tail: a failed wrk run is followed by 20k good lines
+        trouble = [line for line in logs.splitlines() if TROUBLE.search(line)]
+        if trouble:
+            report.sections.append(
+                (f"{stack.name}: log lines of errors and 4xx/5xx answers (first and last 40)",
+                 "\n".join(trouble[:40] + ["[...]"] + trouble[-40:] if len(trouble) > 80
+                           else trouble)),
+            )  # fmt: skip
+        report.sections.append((f"{stack.name}: logs", logs[-20000:]))
     return report
+
+
+# nginx's error log levels, a 4xx or 5xx status in an access log line (text or JSON), tracebacks and
+# the app servers' own alarms
+TROUBLE = re.compile(
+    r"\[(?:warn|error|crit|alert|emerg)\]|\" [45]\d\d |\"status\": ?\"?[45]\d\d|Traceback"
+    r"|HARAKIRI|WORKER TIMEOUT|listen queue|level=(?:WARN|ERROR)"
+)
 
 
 FIGURES: list[tuple[str, str, str]] = []
