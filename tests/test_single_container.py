@@ -15,6 +15,7 @@ import requests
 
 from harness import faults
 from harness.traffic import wait_for
+from harness.wrk import wrk
 
 pytestmark = pytest.mark.stacks("single-container")
 
@@ -173,6 +174,13 @@ def test_dead_nginx_or_master_restarts_the_container(stack, victim, record):
     )
 
 
+# the seed's rate, and at most a quarter of the kept-connection rate measured just before: a
+# new connection per request costs more, and an open loop above what the machine serves at that
+# moment only queues (both cores busy: 3,400 req/s kept, and 1,000 new/s timed out 1-2.5%)
+SEED_RATE = 1000
+NEW_PER_KEPT = 4
+
+
 @pytest.mark.load
 def test_seed_load_replayed_without_5xx(stack, record):
     """Seed 001's httperf shape (--rate, --num-conns, --num-calls=1), scaled to this machine,
@@ -186,7 +194,8 @@ def test_seed_load_replayed_without_5xx(stack, record):
         pytest.fail("httperf is missing: run `make setup` (Debian: apt-get install httperf)")
     url = stack.container_url()
     host, port = url.removeprefix("http://").rsplit(":", 1)
-    rate, seconds = 1000, 15
+    kept = wrk(url + "/", connections=16, duration=2)["rps"]  # this machine, now
+    rate, seconds = min(SEED_RATE, int(kept / NEW_PER_KEPT) // 50 * 50), 15
     result = subprocess.run(
         [
             "httperf",
@@ -217,9 +226,9 @@ def test_seed_load_replayed_without_5xx(stack, record):
     opened = rate * seconds - int(unopened[1])
     record(
         stack,
-        f"httperf --rate={rate} --num-conns={rate * seconds} --num-calls=1",
-        f"2xx={ok} 5xx={server_errors} errors={total_errors} (not opened by httperf: "
-        f"{unopened[1]})",
+        f"httperf seed replay, --num-calls=1 for {seconds} s",
+        f"--rate={rate}: 2xx={ok} 5xx={server_errors} errors={total_errors} (not opened by "
+        f"httperf: {unopened[1]}; {kept:.0f} req/s on kept connections just before)",
     )
     assert server_errors == 0
     assert total_errors == int(unopened[1]), f"the stack failed connections: {result.stdout}"
