@@ -304,12 +304,11 @@ def pytest_runtest_makereport(item, call):
             logs = f"(could not read the logs: {error!r})"
         # what went wrong is seldom in the tail: a failed wrk run is followed by 20k good lines
         trouble = [line for line in logs.splitlines() if TROUBLE.search(line)]
+        if len(trouble) > 80:
+            trouble = [*trouble[:40], "[...]", *trouble[-40:]]
         if trouble:
-            report.sections.append(
-                (f"{stack.name}: log lines of errors and 4xx/5xx answers (first and last 40)",
-                 "\n".join(trouble[:40] + ["[...]"] + trouble[-40:] if len(trouble) > 80
-                           else trouble)),
-            )  # fmt: skip
+            title = f"{stack.name}: log lines of errors and 4xx/5xx answers (first and last 40)"
+            report.sections.append((title, "\n".join(trouble)))
         report.sections.append((f"{stack.name}: logs", logs[-20000:]))
     return report
 
