@@ -17,6 +17,7 @@ import fcntl
 import os
 import re
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -185,7 +186,12 @@ def pytest_runtest_call(item):
     with hold as waited:
         if waited:
             item.user_properties.append(("load_lock_wait", waited))
-        return (yield)
+        held = time.monotonic()
+        try:
+            return (yield)
+        finally:
+            mode = "load" if item.get_closest_marker("load") else "timed"
+            item.user_properties.append(("load_lock_held", (mode, time.monotonic() - held)))
 
 
 @pytest.fixture(scope="session")
@@ -324,6 +330,9 @@ TROUBLE = re.compile(
 FIGURES: list[tuple[str, str, str]] = []
 # per work group: tests, seconds (setup, call and teardown) and seconds waited for the load lock
 GROUP_TIMES: dict[str, list[float]] = {}
+# per mode of the load lock (load: held alone, timed: shared): tests and seconds held. Held
+# alone, nothing but unmarked checks runs beside: that sum is the run's floor, whatever -n
+LOCK_HELD: dict[str, list[float]] = {}
 
 # The skips this suite expects (node id -> why). Which stacks a test applies to is decided when
 # tests are collected, from the stacks' files (harness.compose.NGINX_STACKS, app_server_of), so
@@ -342,6 +351,11 @@ def pytest_runtest_logreport(report):
     if report.when == "call":
         totals[0] += 1
         totals[2] += properties.get("load_lock_wait", 0.0)
+        if "load_lock_held" in properties:
+            mode, seconds = properties["load_lock_held"]
+            held = LOCK_HELD.setdefault(mode, [0, 0.0])
+            held[0] += 1
+            held[1] += seconds
         FIGURES.extend(tuple(value) for key, value in report.user_properties if key == "figure")
     if report.skipped and report.nodeid not in EXPECTED_SKIPS:
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
@@ -388,6 +402,11 @@ def pytest_terminal_summary(terminalreporter) -> None:
         terminalreporter.write_line("|---|---|---|---|")
         for group, (tests, seconds, waited) in sorted(GROUP_TIMES.items(), key=lambda g: -g[1][1]):
             terminalreporter.write_line(f"| {group} | {tests} | {seconds:.0f} | {waited:.0f} |")
+        for mode, (tests, seconds) in sorted(LOCK_HELD.items()):
+            how = "alone" if mode == "load" else "shared"
+            terminalreporter.write_line(
+                f"load lock held {how} ({tests} `{mode}` tests): {seconds:.0f} s"
+            )
     if UNEXPECTED_SKIPS:
         terminalreporter.section("unexpected skips (the run fails: see EXPECTED_SKIPS)")
         for line in UNEXPECTED_SKIPS:
