@@ -500,7 +500,8 @@ SLOW_CLIENTS_MARGIN = 0.5
 BASELINE = 2  # seconds of the stream before the slow clients connect
 
 
-@pytest.mark.load
+# timed (the module's mark), not `load`: 110 connections sending a byte or 256 every 0.5 s and
+# the usual 200/s stream are light traffic; what it bounds is the stream's p99 beside them
 def test_slow_clients_hold_no_worker_and_are_cut_off(stack, base_url, record):
     url = urlsplit(base_url)
     with Stream(base_url + "/", clients=CLIENTS, limit=40, timeout=5) as stream:
