@@ -15,8 +15,8 @@ correct stack. Every test process on the machine (pytest-xdist's workers, and an
 A waiting `exclusive` goes first: every taker passes a turnstile (a second lock file) that the
 waiter holds, so a stream of `timed` checks on the other worker cannot starve it. Inside a held
 lock, a nested request proceeds under it, in this process or a child it starts (HELD, in the
-environment: `make bench` run by its smoke test); a load inside a `timed` hold is an error (the
-test should be marked `load`).
+environment); a load inside a `timed` hold is an error (the test should be marked `load`). A
+tool that runs loads between idle steps (scripts/bench.py) holds the lock per load itself.
 """
 
 from __future__ import annotations

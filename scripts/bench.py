@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import functools
 import json
 import os
 import platform
@@ -47,7 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from harness import h2load
+from harness import h2load, machine_load
 from harness.compose import (
     NGINX_STACKS,
     ROOT,
@@ -145,6 +146,19 @@ class Workload:
     runs: dict[str, list[dict]] = field(default_factory=dict)
 
 
+def alone(measurement):
+    """A measurement holds the machine's load lock alone (harness.machine_load), so that no
+    timed check of a test run, and no other load, runs beside it; the stack starts and stops
+    between measurements hold nothing."""
+
+    @functools.wraps(measurement)
+    def held(*args, **kwargs):
+        with machine_load.exclusive(f"bench: {measurement.__name__}"):
+            return measurement(*args, **kwargs)
+
+    return held
+
+
 def with_cpu(ids: dict[str, str], run, count: str) -> dict:
     """`run()`'s figures plus `cpu_us`: each container's cgroup CPU over the call divided by
     the figures' `count` (requests, messages)."""
@@ -160,6 +174,7 @@ def cpu_column(runs: list[dict]) -> str:
     return ", ".join(f"{s} {spread([r['cpu_us'][s] for r in runs])}" for s in runs[0]["cpu_us"])
 
 
+@alone
 def measure(target: Target, workload: Workload, duration: int, warm_up: bool = True) -> dict:
     ids = target.containers
     url = (target.url if workload.via == PROXY else target.direct) + workload.path
@@ -175,6 +190,7 @@ def measure(target: Target, workload: Workload, duration: int, warm_up: bool = T
     return result
 
 
+@alone
 def measure_websockets(
     target: Target, connections: int, duration: int, held: int, warm_up: bool = True
 ) -> dict:
@@ -205,6 +221,7 @@ def measure_websockets(
     return result
 
 
+@alone
 def measure_http2(target: Target, connections: int, duration: int, warm_up: bool = True) -> dict:
     """HTTP/2 over TLS to the container (h2load): `connections` kept for many requests (10
     streams each), and a new TLS connection per request (the handshake's cost); CPU per
@@ -221,6 +238,7 @@ def measure_http2(target: Target, connections: int, duration: int, warm_up: bool
     }
 
 
+@alone
 def in_process(seconds: int) -> dict:
     """Flask alone: requests per CPU-second (= per core) and CPU µs per request."""
     out = subprocess.run(
@@ -627,7 +645,11 @@ def start_targets(targets: dict[str, tuple], running: dict[str, Target]) -> None
 
     try:
         build_images([name for name, compose_file, *_ in targets.values() if not compose_file])
-        with ThreadPoolExecutor(len(targets)) as pool:
+        # every container starting at once takes both cores: alone, like a measurement
+        with (
+            machine_load.exclusive("bench: starting the targets"),
+            ThreadPoolExecutor(len(targets)) as pool,
+        ):
             for done in [pool.submit(start, label) for label in targets]:
                 done.result()
     except StackError as error:
