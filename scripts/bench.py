@@ -22,7 +22,7 @@ Method (written into every report):
 - WebSockets (the gevent stack, `/ws/echo`, the `websockets` library's asyncio client on the
   host): messages echoed per second by as many sockets as the lowest connection count, each
   sending its next 64-byte message when the echo of the last arrives; and the app server's
-  memory (PSS) per idle socket held, from before to after opening WS_HELD of them, with
+  memory (anonymous PSS) per idle socket held, from before to after opening WS_HELD of them, with
   permessage-deflate (as browsers negotiate it) and without.
 wrk shares the 2 cores with the stacks: compare ratios within one run, not across machines.
 wrk is closed-loop: its p99 under-reports tail latency (coordinated omission).
@@ -195,7 +195,7 @@ def measure_websockets(
     target: Target, connections: int, duration: int, held: int, warm_up: bool = True
 ) -> dict:
     """The gevent stack's WebSockets: echo rate and CPU per message, then memory per idle
-    socket (the app server's PSS before and with `held` open)."""
+    socket (the app server's anonymous PSS before and with `held` open)."""
     url = target.direct.replace("http://", "ws://", 1) + "/ws/echo"
     ids = target.containers
     if warm_up:

@@ -573,7 +573,7 @@ def test_memory_over_20k_requests_stays_flat(stack, base_url, record):
     record(
         stack,
         "memory over 20k requests",
-        f"sent {served} / app server PSS {before:.1f} -> {after:.1f} MiB",
+        f"sent {served} / app server anonymous PSS {before:.1f} -> {after:.1f} MiB",
     )
     assert after - before < 8, f"{service} grew {after - before:.1f} MiB over {served} requests"
     # and a healthy worker is never recycled (reload-on-rss is far above its size)
