@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -130,6 +131,17 @@ def targets() -> list[str]:
     ]
 
 
+def stacks_served_from(name: str, where: str) -> list[str]:
+    """The stacks whose images a target's app folder needs (built once, by its first target):
+    the make target's folder is its own (the `stack` fixture), the others share one."""
+    if name == "yours":
+        return list(NGINX_STACKS)
+    if where.startswith("make:"):
+        return [where.split(":", 1)[1]]
+    stacks = [s for s in REAL_APPS[name].stacks if (name, s) != MADE]
+    return [*stacks, *([] if EXPORTED_STACK in stacks else [EXPORTED_STACK])]
+
+
 def fetch(app: RealApp, into: Path) -> Path:
     """The app's sdist from PyPI, hash-checked, unpacked into `into` once per run."""
     folder = into / app.folder
@@ -191,16 +203,27 @@ def stack(request, images, real_apps_folder, tmp_path_factory):
     else:
         real = REAL_APPS[name]
         folder = fetch(real, real_apps_folder)
+        if where.startswith("make:"):
+            # a copy of its own (its own image and project): its new-version check changes a
+            # file, and the app's other targets, on other workers, rebuilt their image from it
+            # and had their app server recreated mid-check
+            own = real_apps_folder / "make" / folder.name
+            with open(real_apps_folder / ".lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                if not own.is_dir():
+                    shutil.copytree(folder, own)
+            folder = own
         settings = {**real.settings, "APP": str(folder)}
-    with open(real_apps_folder / f"build-{name}.lock", "w") as lock:  # one build per app and run
+    key = apps.from_settings(settings).name  # one build per app folder and run
+    with open(real_apps_folder / f"build-{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        built = real_apps_folder / f"built-{name}"  # by this run's first target of the app
+        built = real_apps_folder / f"built-{key}"  # by this run's first target of the folder
         if not built.exists():
             if name != "yours":  # a checkout's local state beside the code (never yours)
                 for path, text in LOCAL_STATE.items():
                     (folder / path).parent.mkdir(parents=True, exist_ok=True)
                     (folder / path).write_text(text)
-            build_images(NGINX_STACKS, settings)
+            build_images(stacks_served_from(name, where), settings)
             built.touch()
     exported, via_make = None, where.startswith("make:")
     if where.startswith("export:"):
