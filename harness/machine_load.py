@@ -13,7 +13,7 @@ correct stack. Every test process on the machine (pytest-xdist's workers, and an
   checks (their own traffic is bounded and light), never with a load generator.
 
 A waiting `exclusive` goes first: every taker passes a turnstile (a second lock file) that the
-waiter holds, so a stream of `timed` checks on the other worker cannot starve it. Inside a held
+waiter holds, so a stream of `timed` checks on other workers cannot starve it. Inside a held
 lock, a nested request proceeds under it, in this process or a child it starts (HELD, in the
 environment); a load inside a `timed` hold is an error (the test should be marked `load`). A
 tool that runs loads between idle steps (scripts/bench.py) holds the lock per load itself.

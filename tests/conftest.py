@@ -46,7 +46,7 @@ def pytest_addoption(parser):
 
 # The order of the work groups (each stack's checks, each module with a project of its own):
 # the longest first, so that under xdist (`--no-loadscope-reorder` keeps this order) no long
-# group starts when the other worker is nearly done.
+# group starts when the other workers are nearly done.
 GROUP_ORDER = (
     "test_swarm",
     "<stack>",
