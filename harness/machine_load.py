@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import subprocess
 import sys
 import tempfile
 import threading
@@ -96,3 +97,18 @@ def exclusive(what: str):
 def timed(what: str):
     """A check with a time bound: runs beside other such checks, never beside a load."""
     return _hold(fcntl.LOCK_SH, what)
+
+
+def main(argv: list[str]) -> int:
+    """`python -m harness.machine_load COMMAND...`: run a command holding the lock alone, so
+    that a CPU-heavy step beside a test run (.ci/run's lint) waits for no timed check to be
+    running and none starts until it ends. Returns the command's exit code."""
+    if not argv:
+        print("usage: python -m harness.machine_load COMMAND [ARG...]", file=sys.stderr)
+        return 2
+    with exclusive(" ".join(argv)):
+        return subprocess.call(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

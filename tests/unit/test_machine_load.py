@@ -74,7 +74,7 @@ def test_a_nested_hold_proceeds(lock_dir):
 
 
 def test_a_child_of_a_holder_runs_under_its_hold(lock_dir):
-    """`make bench` started by its smoke test, which holds the lock: no deadlock."""
+    """A `load` test's child process (a tool it runs) taking the lock: no deadlock."""
     with machine_load.exclusive("parent"):
         started = time.monotonic()
         assert entered(child(lock_dir, "exclusive", inherit=True)) - started < 5
@@ -84,3 +84,18 @@ def test_a_load_inside_a_timed_check_is_refused(lock_dir):
     refused = pytest.raises(RuntimeError, match="mark the test `load`")
     with machine_load.timed("check"), refused, machine_load.exclusive("wrk"):
         pass
+
+
+def test_a_command_run_under_the_lock_excludes_timed_checks(lock_dir):
+    """`python -m harness.machine_load COMMAND` (.ci/run's lint): a timed check waits for the
+    command's end; the command's exit code is the module's."""
+    env = {**os.environ, "FLASK_STACKS_LOCK_DIR": str(lock_dir)}
+    env.pop(machine_load.HELD, None)
+    command = subprocess.Popen(
+        [sys.executable, "-m", "harness.machine_load", "sh", "-c", "sleep 2; exit 3"], env=env
+    )
+    time.sleep(1)
+    waiting = child(lock_dir, "timed")
+    assert command.wait(timeout=20) == 3
+    ended = time.monotonic()
+    assert entered(waiting) >= ended - 0.5
