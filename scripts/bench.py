@@ -18,7 +18,8 @@ Method (written into every report):
 - The error run: GET / at ERRORS_AT (1,024) connections to each stack's container, wrk's
   timeout 30 s; its figure is whether any request failed (non-2xx, socket errors).
 - HTTP/2 over TLS (h2load, to the socket stack's container with its TLS overlay): clients
-  keeping their connection (10 streams in flight each), and a new TLS connection per request.
+  keeping their connection for 500 requests (10 streams in flight each), and a new TLS
+  connection per request.
 - WebSockets (the gevent stack, `/ws/echo`, the `websockets` library's asyncio client on the
   host): messages echoed per second by as many sockets as the lowest connection count, each
   sending its next 64-byte message when the echo of the last arrives; and the app server's
@@ -424,7 +425,11 @@ def report(data: dict) -> str:
     http2 = data.get("http2")
     if http2:
         for kind, what in (
-            ("reused", "connections kept (10 streams in flight on each)"),
+            (
+                "reused",
+                f"connections kept for {h2load.REQUESTS_PER_CONNECTION} requests "
+                "(10 streams in flight on each)",
+            ),
             ("new", "a new TLS connection per request"),
         ):
             runs = [r[kind] for r in http2]
