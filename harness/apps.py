@@ -7,6 +7,7 @@ refuses bad ones with what to fix, and turns them into the variables the compose
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import os
 import re
@@ -20,8 +21,11 @@ DEMO_APP = ROOT / "shared/app"
 DOCKERFILE = ROOT / "shared/docker/Dockerfile"
 SECRETS = ROOT / "secrets"
 
-# "module:variable" or "module:factory()" (literal arguments allowed), as Gunicorn's loader reads
-MODULE_FORM = re.compile(r"[A-Za-z_][\w.]*(:[A-Za-z_]\w*(\(.*\))?)?")
+MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")  # a dotted import path
+MODULE_FORMS = (
+    "'module:variable' (e.g. wsgi:app) or 'module:factory(literal arguments)' "
+    "(e.g. 'mypackage:create_app()' or 'mypackage:create_app(\"production\", debug=False)')"
+)
 PROJECT_FILES = ("requirements.txt", "pyproject.toml", "setup.py")
 
 # name -> (default for the demo app, default for yours, what it is)
@@ -57,7 +61,36 @@ SETTINGS = {
         "secret_key",
         "secrets also exported as variables (upper case) for apps that read only the environment",
     ),
+    "APP_ENV": (
+        "",
+        "",
+        "a file of your app's own settings (KEY=VALUE lines) for every container that runs it",
+    ),
 }
+# What the stacks and the image set in the app's containers themselves (services.yaml's app
+# and release, flask-dev's FLASK_APP, single-container's allow-list; the Dockerfile's ENV): a
+# key of APP_ENV's among them would be overridden, or would override what the stack relies on
+# (tests/unit/test_your_app_settings.py holds this list to the compose files)
+STACK_KEYS = frozenset(
+    {
+        "ALLOWED",
+        "ALLOWED_IPS",
+        "APP_DATA",
+        "APP_MODULE",
+        "APP_RELEASE_CMD",
+        "FAULT_ROUTES",
+        "FLASK_APP",
+        "HEALTH_PATH",
+        "LOG_FORMAT",
+        "METRICS",
+        "PATH",
+        "PROMETHEUS_MULTIPROC_DIR",
+        "PROXY_COUNT",
+        "PYTHONPATH",
+        "SECRETS_AS_ENV",
+    }
+)
+ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class AppError(ValueError):
@@ -77,6 +110,7 @@ class App:
     data: str
     release_cmd: str
     secrets_as_env: str
+    env_file: Path | None = None  # APP_ENV: the app's own settings, checked
 
     @property
     def is_demo(self) -> bool:
@@ -136,6 +170,8 @@ class App:
             "APP_IMAGE": self.image,
             "SINGLE_CONTAINER_IMAGE": self.single_container_image,
             "SECRETS_DIR": str(self.secrets_dir),
+            # compose's env_file of every app container (services.yaml); none: an empty file
+            "APP_ENV": str(self.env_file or "/dev/null"),
         }
 
 
@@ -172,11 +208,7 @@ def from_settings(env: Mapping[str, str] | None = None) -> App:
             "APP_MODULE is not set: name your WSGI app in APP, e.g. APP_MODULE=wsgi:app or "
             "APP_MODULE='mypackage:create_app()'"
         )
-    if not MODULE_FORM.fullmatch(module):
-        raise AppError(
-            f"APP_MODULE={module!r} is not 'module:variable' or 'module:factory()', e.g. "
-            "wsgi:app or 'mypackage:create_app()'"
-        )
+    check_module(module)
     static = value("APP_STATIC")
     static_path = PurePosixPath(static)
     if static_path.is_absolute() or ".." in static_path.parts:
@@ -204,6 +236,15 @@ def from_settings(env: Mapping[str, str] | None = None) -> App:
     for name in secrets_as_env.split():
         if not re.fullmatch(r"[a-z0-9_]+", name):
             raise AppError(f"SECRETS_AS_ENV: {name!r} is not a secret name (a-z, 0-9, _)")
+    env_file = None
+    if value("APP_ENV") and value("APP_ENV") != "/dev/null":  # /dev/null: compose's "none"
+        env_file = Path(value("APP_ENV")).expanduser().resolve()
+        secret_keys = {
+            key: name
+            for name in ["secret_key", *secrets_as_env.split()]
+            for key in (name.upper(), name.upper() + "_FILE")
+        }
+        read_env_file(env_file, value("APP_ENV"), secret_keys)
     return App(
         folder=folder,
         module=module,
@@ -212,7 +253,85 @@ def from_settings(env: Mapping[str, str] | None = None) -> App:
         data=data,
         release_cmd=value("APP_RELEASE_CMD"),
         secrets_as_env=secrets_as_env,
+        env_file=env_file,
     )
+
+
+def read_env_file(path: Path, given: str, secret_keys: Mapping[str, str]) -> dict[str, str]:
+    """APP_ENV's settings, read as Compose reads them with `format: raw` (docker run
+    --env-file's rule): `KEY=VALUE` a line, the value exactly as written (no quotes removed,
+    no $ expanded), blank lines and lines starting with # skipped. AppError names the line."""
+    if not path.is_file():
+        raise AppError(
+            f"APP_ENV={given!r}: no such file. Point APP_ENV at your app's settings file "
+            "(KEY=VALUE lines), or leave it unset"
+        )
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise AppError(f"APP_ENV={given!r}: cannot read it as UTF-8 text ({error})") from None
+    settings: dict[str, str] = {}
+    seen: dict[str, int] = {}
+    for number, line in enumerate(lines, 1):
+        where = f"APP_ENV {path}, line {number}"
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        key, sep, val = line.partition("=")
+        if key.startswith("export "):
+            raise AppError(f"{where}: {line!r}: drop 'export ': lines are KEY=VALUE")
+        if not sep or not ENV_KEY.fullmatch(key):
+            raise AppError(
+                f"{where}: {line!r} is not KEY=VALUE (KEY: letters, digits and _, not starting "
+                "with a digit, right before the =)"
+            )
+        if len(val) >= 2 and val[0] == val[-1] and val[0] in "'\"":
+            raise AppError(
+                f"{where}: {key}'s value is in quotes, which would be part of it: values are "
+                "taken as written (no quotes removed, no $ expanded); remove the quotes"
+            )
+        if key in STACK_KEYS:
+            raise AppError(
+                f"{where}: {key} is set by the stack itself; use the make variable "
+                f"{key}=... if it is one (docs/your-app.md), or rename your setting"
+            )
+        if key in secret_keys:
+            raise AppError(
+                f"{where}: {key} comes from the secret file secrets/.../{secret_keys[key]} "
+                f"(/run/secrets/{secret_keys[key]}); keep secrets out of APP_ENV"
+            )
+        if key in seen:
+            raise AppError(f"{where}: {key} is set again (first on line {seen[key]})")
+        seen[key] = number
+        settings[key] = val
+    return settings
+
+
+def check_module(module: str) -> None:
+    """APP_MODULE as every server reads it (Gunicorn's loader, which uWSGI's base.ini, the
+    release step and Flask's `flask run` follow): a dotted module, then a name or a call of a
+    name with literal arguments (quotes of either kind). It reaches them as data, an
+    environment variable, and is never pasted into code; AppError says what to fix."""
+    name, colon, obj = module.partition(":")
+    problem = ""
+    if not MODULE_NAME.fullmatch(name):
+        problem = f"{name!r} is not a module's import path (e.g. wsgi or mypackage.web)"
+    elif colon:
+        try:
+            expression = ast.parse(obj.strip(), mode="eval").body
+        except SyntaxError:
+            expression = None
+        if isinstance(expression, ast.Call) and isinstance(expression.func, ast.Name):
+            try:
+                for argument in [*expression.args, *(k.value for k in expression.keywords)]:
+                    ast.literal_eval(argument)
+            except ValueError:
+                problem = f"{obj!r}: the factory's arguments must be literals (strings, numbers...)"
+            if any(k.arg is None for k in expression.keywords):
+                problem = f"{obj!r}: no **arguments; name each keyword"
+        elif not isinstance(expression, ast.Name):
+            problem = f"{obj!r} is not a variable name or a call of a factory"
+    if problem:
+        raise AppError(f"APP_MODULE={module!r}: {problem}. Write it as {MODULE_FORMS}")
 
 
 def ensure_secret_key(folder: Path) -> Path:

@@ -51,6 +51,7 @@ OTHER_WHYS = {
     "NGINX_EXPORTER_IMAGE": "the NGINX Prometheus exporter's image: the official one",
     "PROMETHEUS_PUBLISH": "the host address:port of Prometheus' query API and graphs: loopback",
 }
+ENV_FILE = "app.env"  # where an export keeps APP_ENV's settings
 PUBLISH_WHY = (
     "the host address:port nginx is published on: the host's loopback by default; e.g. "
     "0.0.0.0:80 to serve the network"
@@ -342,6 +343,8 @@ class Export:
         values.pop("APP_CONTEXT")
         values.pop("APP_DOCKERFILE")
         values.pop("SECRETS_DIR")
+        # APP_ENV's file is copied beside compose.yaml (git-ignored), never named by its path
+        values["APP_ENV"] = f"./{ENV_FILE}" if self.app.env_file else "/dev/null"
 
         def fix(text: str) -> str:
             def swap(match: re.Match) -> str:
@@ -403,6 +406,15 @@ class Export:
             out += ["", f"# {why or 'see compose.yaml'}", f"# {name}={default}"]
         return "\n".join(out) + "\n"
 
+    def env_file_example(self) -> str:
+        """APP_ENV's keys, without their values (a settings file may hold credentials)."""
+        keys = apps.read_env_file(self.app.env_file, str(self.app.env_file), {})
+        return (
+            f"# Your app's settings: copy to {ENV_FILE} and fill in. Every app container reads it\n"
+            "# (compose.yaml's env_file): KEY=VALUE a line, the value as written, no quotes.\n"
+            + "".join(f"{key}=\n" for key in keys)
+        )
+
     def readme(self) -> str:
         included = [p.relative_to(ROOT).as_posix() for p in self.overlays] or ["none"]
         app = (
@@ -414,6 +426,12 @@ class Export:
             )
         )
         server = app_server_line(self.stack)
+        settings = (
+            f"- `{ENV_FILE}`: your app's own settings (a copy of APP_ENV's file; git-ignored; its\n"
+            f"  keys are in `{ENV_FILE}.example`), read by every app container.\n"
+            if self.app.env_file
+            else ""
+        )
         metrics = ""
         if self.with_metrics:
             metrics = (
@@ -433,7 +451,7 @@ the app. Overlays included: {", ".join(included)}.
 What to edit:
 - `.env` (copy `.env.example`): the app's module, static folder, health path, data folder,
   release command, published ports. Defaults are this export's.
-- `secrets/secret_key`: made at export with random bytes; replace it with your own if you
+{settings}- `secrets/secret_key`: made at export with random bytes; replace it with your own if you
   have one. The folder is git-ignored (`.gitignore`); it reaches the app as
   /run/secrets/secret_key (and as SECRET_KEY for the names in SECRETS_AS_ENV).
 - {server}
@@ -466,8 +484,12 @@ Files:
         outputs[".env.example"] = self.env_example(compose_text)
         outputs["README.md"] = self.readme()
         outputs[".gitignore"] = (
-            "# the secrets and the local .env stay on this machine\nsecrets/\n.env\n"
+            "# the secrets, the app's settings and the local .env stay on this machine\n"
+            f"secrets/\n.env\n{ENV_FILE}\n"
         )
+        if self.app.env_file:
+            outputs[ENV_FILE] = self.app.env_file
+            outputs[f"{ENV_FILE}.example"] = self.env_file_example()
         self.place(ROOT / "shared/docker/Dockerfile.dockerignore")  # beside the Dockerfile
         generated = {
             source: self.single_container_dockerfile(source)  # records what it copies

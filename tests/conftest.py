@@ -51,6 +51,7 @@ GROUP_ORDER = (
     "test_swarm",
     "<stack>",
     "test_your_app",
+    "test_app_settings",
     "test_acme",
     "test_bench",
     "test_tls",

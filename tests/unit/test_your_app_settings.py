@@ -5,6 +5,7 @@ fix, before anything starts."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -60,7 +61,11 @@ def test_your_app_gets_its_own_image_project_and_secrets(project, tmp_path):
     [
         ({"APP": "/no/such/folder"}, "is not a directory"),
         ({"APP_MODULE": ""}, "APP_MODULE is not set"),
-        ({"APP_MODULE": "shop create_app"}, "is not 'module:variable'"),
+        ({"APP_MODULE": "shop create_app"}, "is not a module's import path"),
+        ({"APP_MODULE": "shop:create_app(os.environ)"}, "arguments must be literals"),
+        ({"APP_MODULE": "shop:create_app(**conf)"}, "no \\*\\*arguments"),
+        ({"APP_MODULE": "shop:factories.create_app()"}, "not a variable name or a call"),
+        ({"APP_MODULE": 'shop:create_app("x)'}, "not a variable name or a call"),
         ({"APP_STATIC": "/etc"}, "must be a folder inside APP"),
         ({"APP_STATIC": "../x"}, "must be a folder inside APP"),
         ({"APP_STATIC": "static"}, "Found: shop/static"),
@@ -73,6 +78,20 @@ def test_your_app_gets_its_own_image_project_and_secrets(project, tmp_path):
 def test_bad_settings_say_what_to_fix(project, change, message):
     with pytest.raises(apps.AppError, match=message):
         apps.from_settings({**settings(project), **change})
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "shop",  # Gunicorn's default: shop:application
+        "shop.web:app",
+        "shop:create_app()",
+        """shop:create_app("it's", who='say "hi"')""",
+        "shop:create_app({'DEBUG': False}, workers=2)",
+    ],
+)
+def test_app_module_forms_every_server_loads_are_accepted(project, module):
+    assert apps.from_settings(settings(project, APP_MODULE=module)).module == module
 
 
 def test_a_folder_without_dependencies_is_refused(project):
@@ -97,6 +116,73 @@ def test_secret_key_is_made_once_and_kept(tmp_path):
     assert key.read_text() == first
 
 
+# --- APP_ENV: the app's own settings -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("DEBUG=0\nnot a setting\n", "line 2: 'not a setting' is not KEY=VALUE"),
+        ("2FA=on\n", "line 1: '2FA=on' is not KEY=VALUE"),
+        ("MY KEY=1\n", "is not KEY=VALUE"),
+        ("export DEBUG=0\n", "line 1: 'export DEBUG=0': drop 'export '"),
+        ('TITLE="Shop"\n', "line 1: TITLE's value is in quotes"),
+        ("# mine\nPROXY_COUNT=2\n", "line 2: PROXY_COUNT is set by the stack itself"),
+        ("APP_MODULE=shop:app\n", "APP_MODULE is set by the stack itself"),
+        ("SECRET_KEY=dev\n", "SECRET_KEY comes from the secret file .*secret_key"),
+        ("DB_PASSWORD_FILE=/x\n", "DB_PASSWORD_FILE comes from the secret file .*db_password"),
+        ("A=1\n\nA=2\n", "line 3: A is set again \\(first on line 1\\)"),
+    ],
+)
+def test_a_bad_app_env_line_is_named_with_the_fix(project, tmp_path, text, message):
+    env_file = tmp_path / "shop.env"
+    env_file.write_text(text)
+    with pytest.raises(apps.AppError, match=message):
+        apps.from_settings(
+            settings(project, APP_ENV=str(env_file), SECRETS_AS_ENV="secret_key db_password")
+        )
+
+
+def test_app_env_values_are_taken_as_written(project, tmp_path):
+    env_file = tmp_path / "shop.env"
+    env_file.write_text('# comment\n\nNOTE=it\'s "$HOME" # kept\nEMPTY=\nURL=a=b\n')
+    app = apps.from_settings(settings(project, APP_ENV=str(env_file)))
+    assert app.compose_env()["APP_ENV"] == str(env_file)
+    assert apps.read_env_file(env_file, "x", {}) == {
+        "NOTE": 'it\'s "$HOME" # kept',
+        "EMPTY": "",
+        "URL": "a=b",
+    }
+    assert apps.from_settings(settings(project)).compose_env()["APP_ENV"] == "/dev/null"
+
+
+def test_a_missing_app_env_exits_2_with_the_message(project, tmp_path):
+    env = {**os.environ, **settings(project), "APP_ENV": f"{tmp_path}/nope.env"}
+    result = subprocess.run([sys.executable, str(ROOT / "scripts/app.py"), "env", "x"],
+                            env=env, capture_output=True, text=True, check=False)  # fmt: skip
+    assert result.returncode == 2 and result.stdout == ""
+    assert f"APP_ENV='{tmp_path}/nope.env': no such file" in result.stderr
+
+
+def test_stack_keys_are_every_variable_the_stacks_set_in_app_containers():
+    """STACK_KEYS (what APP_ENV may not set) holds every environment key that a compose file
+    sets in a container running the app, and every ENV of the app image."""
+    from ruamel.yaml import YAML
+
+    found = set()
+    for path in [*ROOT.glob("stacks/*/compose*.yaml"), *ROOT.glob("shared/compose/*.yaml")]:
+        services = YAML().load(path.read_text()).get("services") or {}
+        for name, service in services.items():
+            if name.startswith(("app", "release", "uwsgi-app")):
+                found.update(service.get("environment") or {})
+    dockerfile = (ROOT / "shared/docker/Dockerfile").read_text()
+    env_block = dockerfile.split("\nENV APP_MODULE", 1)[1].split("\n\n", 1)[0]
+    found.update(["APP_MODULE", *re.findall(r"^\s+([A-Z_]+)=", env_block, re.MULTILINE)])
+    found -= {"PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED"}  # the app may set these as it likes
+    assert found <= apps.STACK_KEYS, sorted(found - apps.STACK_KEYS)
+    assert {"PROXY_COUNT", "FLASK_APP", "ALLOWED_IPS", "PATH"} <= found
+
+
 # --- the release step ----------------------------------------------------------------------
 
 
@@ -118,6 +204,14 @@ def test_release_loads_variable_and_factory_forms(project):
     assert "loads" in ok.stdout and "answers 200" in ok.stdout
     factory = release(project, APP_MODULE="shop:create_app()", HEALTH_PATH="/up")
     assert factory.returncode == 0, factory.stderr
+    (project / "shop/named.py").write_text(
+        "from shop import create_app as make\n\n\ndef create_app(name, *, flag):\n"
+        '    assert (name, flag) == ("it\'s", \'say "hi"\'), (name, flag)\n'
+        "    return make()\n"
+    )
+    quoted = """shop.named:create_app("it's", flag='say "hi"')"""
+    both = release(project, APP_MODULE=quoted, HEALTH_PATH="/up")
+    assert both.returncode == 0, both.stderr
 
 
 @pytest.mark.parametrize(
@@ -209,6 +303,25 @@ def test_export_with_metrics_brings_prometheus_and_counts_by_default(project, tm
         assert (dest / "prometheus" / name).is_file(), name
     assert "app1:9102" in (dest / "prometheus/prometheus-targets.yml").read_text()
     assert (dest / "python/flask_stacks_metrics.py").is_file()
+
+
+def test_export_with_app_env_copies_it_and_lists_only_its_keys(project, tmp_path):
+    env_file = tmp_path / "shop.env"
+    env_file.write_text("DATABASE_URL=postgresql://shop@db/shop\nFEATURE_X=on\n")
+    dest = tmp_path / "d"
+    export.export("nginx-uwsgi-tcp", str(dest), False, False, False,
+                  settings(project, APP_ENV=str(env_file)))  # fmt: skip
+    compose = (dest / "compose.yaml").read_text()
+    assert compose.count("path: ${APP_ENV:-./app.env}") == 2  # release, app
+    assert str(env_file) not in compose
+    assert (dest / "app.env").read_text() == env_file.read_text()
+    example = (dest / "app.env.example").read_text()
+    assert "DATABASE_URL=\nFEATURE_X=\n" in example and "postgresql" not in example
+    assert "app.env" in (dest / ".gitignore").read_text().split()
+    plain = tmp_path / "plain"
+    export.export("nginx-uwsgi-tcp", str(plain), False, False, False, settings(project))
+    assert "path: ${APP_ENV:-/dev/null}" in (plain / "compose.yaml").read_text()
+    assert not (plain / "app.env").exists()
 
 
 def test_export_with_metrics_refuses_flask_dev(project, tmp_path):

@@ -1,0 +1,88 @@
+"""Your app's settings reach every server as data, never pasted into code or config text:
+APP_MODULE, a factory called with string arguments holding quotes of both kinds, and APP_ENV,
+a file of the app's own variables (one value with quotes, a $ and a #, taken as written). Under
+uWSGI (base.ini's loader), Gunicorn (gunicorn.conf.py's `wsgi_app`), Flask's own server
+(`FLASK_APP`), the release step before each of them and `make run`'s one-off container, the
+app gets both exactly as written.
+
+The app is a factory written here for the purpose (this is about the servers' loaders and
+the containers' environment, not about an app): it refuses to build with any other arguments
+or settings, so a server that mangled them never turns healthy, and /args shows what it got.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import requests
+
+from harness.compose import ROOT, app_server_of, build_images, start_stack, stop_stack
+
+# each loader once: uWSGI's (every uWSGI stack shares base.ini), Gunicorn's, Flask's
+SERVERS = ("nginx-uwsgi-socket", "nginx-gunicorn-gevent", "flask-dev")
+GREETING = "it's"
+WHO = 'say "hi"'
+# both kinds of quote, each inside the other kind, as a user writes them on the command line
+MODULE = f"""quoting:create_app("{GREETING}", who='{WHO}')"""
+NOTE = """it's "$HOME" # kept"""  # what a shell or Compose's default env_file format would change
+FACTORY = f'''"""A factory that takes arguments, as real apps' create_app(config_name) does."""
+
+import os
+
+from flask import Flask
+
+
+def create_app(greeting, *, who):
+    got = (greeting, who, os.environ.get("QUOTING_NOTE"))
+    if got != ({GREETING!r}, {WHO!r}, {NOTE!r}):
+        raise SystemExit(f"create_app got {{got!r}}")
+    app = Flask(__name__)
+    app.add_url_rule("/args", "args", lambda: dict(zip(("greeting", "who", "note"), got)))
+    return app
+'''
+
+
+@pytest.fixture(scope="module")
+def settings(images, tmp_path_factory) -> dict[str, str]:
+    """The project's settings (the APP= variables), its image built once for every server."""
+    folder = tmp_path_factory.mktemp("quoting")
+    folder.chmod(0o755)  # as a project folder is: flask-dev's app user reads it through a mount
+    (folder / "quoting.py").write_text(FACTORY)
+    shutil.copy(ROOT / "shared/app/requirements.txt", folder)  # Flask, pinned as the demo's
+    (folder / "static").mkdir()
+    (folder / "static/site.css").write_text("body {}\n")
+    (folder / "instance").mkdir()  # flask-dev mounts the folder; APP_DATA's mount point
+    env_file = folder.parent / "quoting.env"  # beside the project, as a deploy's settings are
+    env_file.write_text(f"# the app's own settings\nQUOTING_NOTE={NOTE}\n")
+    values = {
+        "APP": str(folder),
+        "APP_MODULE": MODULE,
+        "APP_STATIC": "static",
+        "APP_ENV": str(env_file),
+        "HEALTH_PATH": "/args",
+        "SECRETS_AS_ENV": "",
+    }
+    build_images(list(SERVERS), values)
+    return values
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_app_module_and_app_env_reach_the_server_as_written(settings, server):
+    stack = start_stack(server, env=settings)
+    try:
+        answer = requests.get(stack.base_url() + "/args", timeout=10)
+        assert answer.status_code == 200, f"{server}: /args answered {answer.status_code}"
+        expected = {"greeting": GREETING, "who": WHO, "note": NOTE}
+        assert answer.json() == expected, f"{server}: {answer.text}"
+        assert app_server_of(server) in stack.logs(*stack.app_services()).lower(), (
+            f"{server}: not served by {app_server_of(server)}"
+        )
+        release = stack.logs("release")
+        assert f"APP_MODULE={MODULE!r} loads" in release, f"{server}'s release step: {release}"
+        one_off = stack.compose(
+            "run", "--rm", "--no-deps", "release", "printenv", "QUOTING_NOTE", timeout=120
+        )  # what `make run` starts
+        assert one_off.stdout.strip() == NOTE, f"{server}: make run's container: {one_off}"
+    finally:
+        stop_stack(stack)
