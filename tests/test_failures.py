@@ -580,17 +580,25 @@ def test_memory_over_20k_requests_stays_flat(stack, base_url, record):
     assert worker_pids(stack) == workers, f"{stack.name}: workers replaced under steady load"
 
 
+ROUNDS = 10
+
+
 def answers_from_every_worker(stack: Stack, url: str, workers: int) -> dict[tuple, dict]:
-    """GET `url` until each of the `workers` app server processes has answered once (nginx and
-    the accept lock pick the worker); their answers by (hostname, pid)."""
+    """Until each of the `workers` app server processes has answered `url` (a route that keeps
+    its worker busy for a second), rounds of `workers` requests at once: a busy worker accepts
+    nothing, so each of a round's requests finds a worker of its own, unless one was so slow to
+    wake that another finished first (sequential requests left a worker out on a busy
+    machine: the accept lock picks the worker). Their answers by (hostname, pid)."""
     answers: dict[tuple[str, int], dict] = {}
-    for _ in range(50 * workers):
-        result = fetch(url)
-        assert result.status == 200, result
-        answers[result.body["hostname"], result.body["pid"]] = result.body
+    for _ in range(ROUNDS):
+        for result in fetch_many(url, workers, concurrency=workers):
+            assert result.status == 200, result
+            answers[result.body["hostname"], result.body["pid"]] = result.body
         if len(answers) == workers:
             return answers
-    raise AssertionError(f"{stack.name}: {len(answers)} of {workers} workers answered {url}")
+    raise AssertionError(
+        f"{stack.name}: {len(answers)} of {workers} workers answered {url} in {ROUNDS} rounds"
+    )
 
 
 @pytest.mark.stacks(*UWSGI_STACKS)
@@ -602,9 +610,9 @@ def test_a_full_collection_leaves_the_masters_objects_shared(stack, base_url):
     workers = sum(len(p) for p in worker_pids(stack).values())
     # each worker serves a request first: its first one allocates what it keeps (+3 MiB, with
     # or without gc.freeze), which was all this test measured when it ran first on its stack
-    answers_from_every_worker(stack, base_url + "/whoami", workers)
+    answers_from_every_worker(stack, base_url + "/fault/hang?seconds=1", workers)
     before = sum(memory_mib(stack, s) for s in stack.app_services())
-    answers = answers_from_every_worker(stack, base_url + "/fault/collect", workers)
+    answers = answers_from_every_worker(stack, base_url + "/fault/collect?hold=1", workers)
     after = sum(memory_mib(stack, s) for s in stack.app_services())
     unfrozen = {k: a["frozen"] for k, a in answers.items() if a["frozen"] == 0}
     assert not unfrozen, f"{stack.name}: workers with nothing frozen (gc.freeze?): {unfrozen}"

@@ -205,9 +205,15 @@ def test_fault_collect_reports_the_frozen_objects(faulty):
         gc.unfreeze()
     assert answer["frozen"] > 0 and answer["collected"] >= 0 and answer["pid"] > 0
     assert faulty.get("/fault/collect").json["frozen"] == 0
+    started = time.monotonic()
+    assert faulty.get("/fault/collect?hold=0.2").status_code == 200  # keeps its worker busy
+    assert time.monotonic() - started >= 0.2
 
 
-@pytest.mark.parametrize("path", ["/fault/hang?seconds=121", "/fault/grow?mib=0", "/fault/grow"])
+@pytest.mark.parametrize(
+    "path",
+    ["/fault/hang?seconds=121", "/fault/grow?mib=0", "/fault/grow", "/fault/collect?hold=x"],
+)
 def test_fault_routes_reject_bad_numbers(faulty, path):
     response = faulty.get(path)
     assert response.status_code == 400 and "must be a number" in response.json["detail"]

@@ -209,7 +209,7 @@ def create_app() -> Flask:
                 time.sleep(seconds)
             else:
                 _blocking_sleep(seconds)
-            return {"hung": seconds, "pid": os.getpid()}
+            return {"hung": seconds, "pid": os.getpid(), "hostname": socket.gethostname()}
 
         @app.get("/fault/grow")
         def grow():
@@ -222,8 +222,12 @@ def create_app() -> Flask:
         @app.get("/fault/collect")
         def collect():
             """A full garbage collection in this worker now; how many objects are frozen (out
-            of the collector's reach: wsgi.py's gc.freeze() keeps the master's pages shared)."""
+            of the collector's reach: wsgi.py's gc.freeze() keeps the master's pages shared).
+            `hold` seconds after it the worker stays busy, so that as many requests at once as
+            there are workers reach every one of them."""
             frozen, collected = gc.get_freeze_count(), gc.collect()
+            if "hold" in request.args:
+                _blocking_sleep(_number("hold", 0, MAX_SLOW_SECONDS))
             return {"frozen": frozen, "collected": collected, "pid": os.getpid(),
                     "hostname": socket.gethostname()}  # fmt: skip
 
