@@ -43,7 +43,8 @@ SETTINGS = {
     "APP_STATIC": (
         "flask_stacks/static",
         "static",
-        "the app's static folder, inside APP: nginx serves it as /static/",
+        "the app's static folder, served by nginx as /static/: a folder of APP (static), or "
+        "pkg:static inside an installed package; empty: the app serves /static/ itself",
     ),
     "HEALTH_PATH": (
         "/healthz",
@@ -130,6 +131,13 @@ class App:
         return "flask-stacks/app:latest" if self.is_demo else f"flask-stacks-app/{self.name}:latest"
 
     @property
+    def nginx_image(self) -> str:
+        """nginx with the app's static files (shared/nginx/Dockerfile)."""
+        return (
+            "flask-stacks/nginx:latest" if self.is_demo else f"flask-stacks-app/{self.name}:nginx"
+        )
+
+    @property
     def single_container_image(self) -> str:
         if self.is_demo:
             return "flask-stacks/single-container:latest"
@@ -168,6 +176,7 @@ class App:
             "APP_RELEASE_CMD": self.release_cmd,
             "SECRETS_AS_ENV": self.secrets_as_env,
             "APP_IMAGE": self.image,
+            "APP_NGINX_IMAGE": self.nginx_image,
             "SINGLE_CONTAINER_IMAGE": self.single_container_image,
             "SECRETS_DIR": str(self.secrets_dir),
             # compose's env_file of every app container (services.yaml); none: an empty file
@@ -187,7 +196,7 @@ def from_settings(env: Mapping[str, str] | None = None) -> App:
         """The setting, or its default when unset (empty means none for the two that may be)."""
         given = env.get(name)
         if given is None or (
-            not given.strip() and name not in ("SECRETS_AS_ENV", "APP_RELEASE_CMD")
+            not given.strip() and name not in ("SECRETS_AS_ENV", "APP_RELEASE_CMD", "APP_STATIC")
         ):
             return SETTINGS[name][column]
         return given.strip()
@@ -210,19 +219,7 @@ def from_settings(env: Mapping[str, str] | None = None) -> App:
         )
     check_module(module)
     static = value("APP_STATIC")
-    static_path = PurePosixPath(static)
-    if static_path.is_absolute() or ".." in static_path.parts:
-        raise AppError(
-            f"APP_STATIC={static!r} must be a folder inside APP, as a relative path "
-            "(e.g. static or mypackage/static)"
-        )
-    if not (folder / static).is_dir():
-        found = sorted(str(p.relative_to(folder)) for p in folder.glob("*/static") if p.is_dir())
-        hint = f" Found: {', '.join(found)}." if found else ""
-        raise AppError(
-            f"APP_STATIC={static!r}: no such folder in {folder}. Set APP_STATIC to the app's "
-            f"static folder, relative to APP.{hint}"
-        )
+    check_static(static, folder)
     health = value("HEALTH_PATH")
     if not health.startswith("/"):
         raise AppError(f"HEALTH_PATH={health!r} must be a path starting with /, e.g. /healthz")
@@ -304,6 +301,34 @@ def read_env_file(path: Path, given: str, secret_keys: Mapping[str, str]) -> dic
         seen[key] = number
         settings[key] = val
     return settings
+
+
+def check_static(static: str, folder: Path) -> None:
+    """APP_STATIC: a folder of the project (relative to it: checked here), `package:folder`
+    inside an installed package (checked in the image, when nginx's image copies the folder
+    out: shared/nginx/static-folder.py), or empty (the app serves /static/ itself)."""
+    package, colon, inside = static.partition(":")
+    path = PurePosixPath(inside if colon else static)
+    if not static:
+        return
+    if colon and not MODULE_NAME.fullmatch(package):
+        raise AppError(
+            f"APP_STATIC={static!r}: {package!r} is not a package's import name; write "
+            "'package:folder' for a folder inside an installed package, e.g. mypackage:static"
+        )
+    if not str(path).strip(".") or path.is_absolute() or ".." in path.parts:
+        raise AppError(
+            f"APP_STATIC={static!r} must name a folder inside APP, as a relative path (e.g. "
+            "static or mypackage/static), or inside an installed package (mypackage:static)"
+        )
+    if not colon and not (folder / static).is_dir():
+        found = sorted(str(p.relative_to(folder)) for p in folder.glob("*/static") if p.is_dir())
+        hint = f" Found: {', '.join(found)}." if found else ""
+        raise AppError(
+            f"APP_STATIC={static!r}: no such folder in {folder}. Set APP_STATIC to the app's "
+            "static folder, relative to APP, or 'package:folder' for one inside an installed "
+            f"package (e.g. mypackage:static), or empty if the app serves /static/ itself.{hint}"
+        )
 
 
 def check_module(module: str) -> None:

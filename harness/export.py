@@ -43,7 +43,8 @@ OTHER_WHYS = {
     "APP_CONTEXT": "the app's folder, relative to this one: the app image's build context",
     "APP_DOCKERFILE": "the app image's Dockerfile, relative to APP_CONTEXT",
     "PYTHON_IMAGE": "the app image's base: an official python image (Debian trixie)",
-    "NGINX_IMAGE": "nginx's image: the official one",
+    "NGINX_IMAGE": "the base of nginx's image: the official one",
+    "APP_NGINX_IMAGE": "nginx's image as built here: NGINX_IMAGE plus the app's static files",
     "SECRETS_DIR": "the folder of the secret files (git-ignored): secret_key",
     "FAULT_ROUTES": "1 only under flask-stacks' tests (the demo app's /fault/* routes)",
     "METRICS": "1: the app counts its requests for Prometheus (port 9102, never published)",
@@ -463,7 +464,9 @@ Files:
 - `docker/healthcheck.py`, `docker/release.py`, `docker/secrets-env.sh`: mounted into the app
   containers: the healthcheck, the release step (runs APP_RELEASE_CMD, then checks that
   APP_MODULE loads), secrets as variables.
-- `nginx/`: nginx.conf, the server block (default.conf), the snippets and start scripts.
+- `nginx/`: nginx.conf, the server block (default.conf), the snippets and start scripts, and
+  nginx's image (`Dockerfile`: the app's static folder, APP_STATIC, copied out of the app
+  image by `static-folder.py`, so files inside an installed package are served too).
 - `python/`: what the app servers import before the app: LOG_FORMAT (flask_stacks_logging.py)
   and METRICS (flask_stacks_metrics.py).
 {metrics}"""

@@ -532,6 +532,7 @@ def image_sizes() -> dict[str, float]:
         APP_IMAGE,
         "flask-stacks/single-container:latest",
         env.get("NGINX_IMAGE", "nginx:1.28"),
+        "flask-stacks/nginx:latest",  # the stacks' nginx: that image plus the app's static files
     ):
         size = subprocess.run(
             ["docker", "image", "inspect", "-f", "{{.Size}}", image],

@@ -25,8 +25,10 @@ nginx_check() {
   local compose=(docker compose -f "stacks/$stack/compose.yaml" -p "$project")
   [ "$service" = nginx ] && compose+=(-f shared/compose/lint-nginx.yaml)
   [ -n "$overlay" ] && compose+=(-f "$overlay")
-  # single-container bakes the nginx files into its image (has_nginx built it just before)
-  "${compose[@]}" run --rm --no-deps -T "$service" nginx -T >"$dump.raw" 2>"$dump.err"
+  # every image of the stack first: nginx's is built on the app image (the app's static files
+  # in it), and single-container bakes the nginx files into its own
+  "${compose[@]}" build --quiet >"$dump.raw" 2>"$dump.err" \
+    && "${compose[@]}" run --rm --no-deps -T "$service" nginx -T >"$dump.raw" 2>"$dump.err"
   local rc=$?
   "${compose[@]}" down --volumes --remove-orphans >/dev/null 2>&1
   if [ $rc -ne 0 ]; then
@@ -54,6 +56,7 @@ has_nginx() {  # has_nginx <compose file> <service>: is nginx installed in that 
 check "ruff check" $VENV/ruff check .
 check "ruff format" $VENV/ruff format --check .
 check "hadolint" $VENV/hadolint shared/docker/Dockerfile shared/docker/single-container.Dockerfile \
+  shared/nginx/Dockerfile \
   shared/docker/standins/*/Dockerfile
 mapfile -t scripts < <(git ls-files '*.sh' .ci/run)
 check "shellcheck" shellcheck "${scripts[@]}"

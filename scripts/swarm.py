@@ -16,8 +16,9 @@ deployable by `docker stack deploy`:
   - `tmpfs:` entries become tmpfs mounts (Swarm sets no owner on them: mode 1777);
   - what Swarm does not run is dropped and listed: build, depends_on, restart (deploy has
     restart_policy), security_opt and ulimits (Docker 20.10 services have neither);
-  - images are tagged by content (`flask-stacks/app:<id>`), so a rebuilt app rolls out, and
-    with REGISTRY=host:port pushed there for the other nodes to pull.
+  - images (the app's, and nginx's with the app's static files) are tagged by content
+    (`flask-stacks/app:<id>`), so a rebuilt app rolls out, and with REGISTRY=host:port pushed
+    there for the other nodes to pull.
 """
 
 from __future__ import annotations
@@ -165,23 +166,25 @@ def ensure_swarm() -> None:
     (STATE / "created-swarm").write_text("scripts/swarm.py up ran `docker swarm init`\n")
 
 
+BUILT = ("flask-stacks/app:latest", "flask-stacks/nginx:latest")  # the images compose.yaml builds
+
+
 def build_images(registry: str) -> dict[str, str]:
-    """Build the app image, tag it by content; with a registry, push every image there.
-    Returns image -> the reference the stack file should use."""
+    """Build the app image and nginx's (the app's static files in it), tag each by content;
+    with a registry, push them there. Returns image -> the reference the stack file uses."""
     run("docker", "compose", "-f", str(STACK_DIR / "compose.yaml"), "build", env=images_env())
-    image_id = run("docker", "image", "inspect", "--format", "{{.Id}}", "flask-stacks/app:latest")
-    app = f"flask-stacks/app:{image_id.strip().split(':')[-1][:12]}"
-    run("docker", "tag", "flask-stacks/app:latest", app)
-    refs = {"flask-stacks/app:latest": app}
-    if registry:
-        nginx = images_env().get("NGINX_IMAGE") or os.environ.get("NGINX_IMAGE", "nginx:1.28")
-        for local in (app, nginx):
-            remote = f"{registry.rstrip('/')}/{local}"
-            run("docker", "tag", local, remote)
+    refs = {}
+    for latest in BUILT:
+        image_id = run("docker", "image", "inspect", "--format", "{{.Id}}", latest)
+        tagged = f"{latest.rsplit(':', 1)[0]}:{image_id.strip().split(':')[-1][:12]}"
+        run("docker", "tag", latest, tagged)
+        refs[latest] = tagged
+        if registry:
+            remote = f"{registry.rstrip('/')}/{tagged}"
+            run("docker", "tag", tagged, remote)
             print(f"swarm: pushing {remote}")
             run("docker", "push", remote)
-            refs[local] = remote
-        refs["flask-stacks/app:latest"] = refs[app]
+            refs[latest] = remote
     return refs
 
 

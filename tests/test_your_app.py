@@ -17,7 +17,9 @@ Each target (app x stack) is one project, up once for all its checks, always tak
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -312,21 +314,43 @@ def run_once(target: Target, command: str) -> str:
 # --- any app -------------------------------------------------------------------------------
 
 
+FINGERPRINTED = re.compile(r"[.-][0-9a-f]{8,}\.[A-Za-z0-9]+$")  # static-files.conf's
+# the sha256 of a file of APP_STATIC's folder as the app's image has it (a folder of the
+# project, or `package:folder` found through the import system from the app's folder)
+STATIC_FILE_SHA = (
+    "import hashlib, importlib.util, os, pathlib, sys; sys.path.insert(0, os.getcwd()); "
+    "setting, name = sys.argv[1:]; package, colon, inside = setting.partition(':'); "
+    "spec = importlib.util.find_spec(package) if colon else None; "
+    "base = pathlib.Path(next(iter(spec.submodule_search_locations))) / inside if colon "
+    "else pathlib.Path(setting); "
+    "print(hashlib.sha256((base / name).read_bytes()).hexdigest())"
+)
+
+
 def test_health_path_and_static_file_through_nginx(stack: Target):
     health = requests.get(stack.url + stack.app.health_path, timeout=10, allow_redirects=False)
     assert 200 <= health.status_code < 300, f"{stack.app.health_path}: {health.status_code}"
     assert health.headers.get("X-Request-ID"), "nginx's request id is missing"
-    static_dir = stack.folder / stack.app.static
+    front, app_service = stack.stack.front, stack.stack.app_services()[0]
+    served = stack.stack.exec(front, "find", "/srv/www/static", "-type", "f").split()
+    if not stack.app.static:  # the app serves /static/ itself: nginx passes it on
+        assert not served, f"APP_STATIC is empty, yet nginx's image holds {served[:3]}"
+        uri = f"/static/flask-stacks-probe-{uuid.uuid4().hex}"
+        requests.get(stack.url + uri, timeout=10)
+        line = stack.stack.access_log(uri)
+        assert line["upstream"], f"nginx answered {uri} itself: {line}"
+        return
     name = REAL_APPS[stack.name].static_file if stack.name in REAL_APPS else ""
-    if not name:  # yours: the first file in APP_STATIC
-        files = sorted(p for p in static_dir.rglob("*") if p.is_file())
-        assert files, f"APP_STATIC={stack.app.static} has no file to fetch"
-        name = str(files[0].relative_to(static_dir))
+    name = name or min(served).removeprefix("/srv/www/static/")  # yours: a file nginx holds
     static = requests.get(f"{stack.url}/static/{name}", timeout=10)
     assert static.status_code == 200, f"/static/{name}: {static.status_code}"
-    assert static.content == (static_dir / name).read_bytes()
-    # nginx's static location, not the app (Flask would say no-cache)
-    assert static.headers.get("Cache-Control") == "max-age=3600", static.headers
+    # the app's own file: what its image has under APP_STATIC
+    digest = stack.stack.exec(app_service, "python", "-c", STATIC_FILE_SHA, stack.app.static, name)
+    assert hashlib.sha256(static.content).hexdigest() == digest.strip(), f"/static/{name}"
+    # nginx's static location, not the app (Flask would say no-cache): a year for a name with
+    # its content's hash in it (snippets/static-files.conf), an hour for any other
+    cache = "max-age=31536000" if FINGERPRINTED.search(name) else "max-age=3600"
+    assert static.headers.get("Cache-Control") == cache, static.headers
 
 
 def test_every_process_unprivileged_and_locked_down(stack: Target):

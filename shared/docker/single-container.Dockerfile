@@ -34,9 +34,12 @@ COPY shared/docker/healthcheck.py /opt/flask-stacks/bin/healthcheck
 COPY shared/docker/secrets-env.sh /opt/flask-stacks/bin/secrets-env
 COPY shared/python/ /opt/flask-stacks/lib/
 
-# nginx serves the app's static folder (APP_STATIC, inside the app's folder) as /static/
+# nginx serves the app's static folder as /static/: APP_STATIC, a folder of the project or of
+# an installed package (shared/nginx/static-folder.py; empty: the app serves them itself)
+COPY shared/nginx/static-folder.py /opt/flask-stacks/static-folder.py
 ARG APP_STATIC=flask_stacks/static
-RUN install -d /srv/www && ln -s "/app/${APP_STATIC}" /srv/www/static
+RUN python /opt/flask-stacks/static-folder.py "${APP_STATIC}" /srv/www/static \
+        /etc/nginx/static-files.conf
 
 USER 10001:10001
 EXPOSE 8080

@@ -66,9 +66,13 @@ def test_your_app_gets_its_own_image_project_and_secrets(project, tmp_path):
         ({"APP_MODULE": "shop:create_app(**conf)"}, "no \\*\\*arguments"),
         ({"APP_MODULE": "shop:factories.create_app()"}, "not a variable name or a call"),
         ({"APP_MODULE": 'shop:create_app("x)'}, "not a variable name or a call"),
-        ({"APP_STATIC": "/etc"}, "must be a folder inside APP"),
-        ({"APP_STATIC": "../x"}, "must be a folder inside APP"),
+        ({"APP_STATIC": "/etc"}, "must name a folder inside APP"),
+        ({"APP_STATIC": "../x"}, "must name a folder inside APP"),
+        ({"APP_STATIC": "shop:../x"}, "must name a folder inside APP"),
+        ({"APP_STATIC": "shop:"}, "must name a folder inside APP"),
+        ({"APP_STATIC": "my-shop:static"}, "is not a package's import name"),
         ({"APP_STATIC": "static"}, "Found: shop/static"),
+        ({"APP_STATIC": "static"}, "'package:folder' for one inside an installed package"),
         ({"HEALTH_PATH": "healthz"}, "must be a path starting with /"),
         ({"APP_DATA": "data"}, "must be an absolute folder"),
         ({"APP_DATA": "/app"}, "must be an absolute folder"),
@@ -181,6 +185,53 @@ def test_stack_keys_are_every_variable_the_stacks_set_in_app_containers():
     found -= {"PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED"}  # the app may set these as it likes
     assert found <= apps.STACK_KEYS, sorted(found - apps.STACK_KEYS)
     assert {"PROXY_COUNT", "FLASK_APP", "ALLOWED_IPS", "PATH"} <= found
+
+
+# --- APP_STATIC in the image (shared/nginx/static-folder.py) ------------------------------
+
+STATIC_FOLDER = ROOT / "shared/nginx/static-folder.py"
+
+
+def static_folder(cwd: Path, setting: str, dest: Path) -> subprocess.CompletedProcess:
+    """static-folder.py as nginx's image build runs it; nginx's include goes to DEST.conf."""
+    return subprocess.run(
+        [sys.executable, str(STATIC_FOLDER), setting, str(dest), f"{dest}.conf"], cwd=cwd,
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+
+
+def test_app_static_forms_all_settings_accept(project):
+    for form in ("shop/static", "shop:static", "flask:static", ""):
+        assert apps.from_settings(settings(project, APP_STATIC=form)).static == form
+
+
+def test_static_folder_copies_a_project_folder_or_an_installed_packages(project, tmp_path):
+    ours = static_folder(project, "shop/static", tmp_path / "ours")
+    assert ours.returncode == 0, ours.stderr
+    assert (tmp_path / "ours/site.css").read_text() == "body {}\n"
+    assert "include snippets/static-files.conf;" in (tmp_path / "ours.conf").read_text()
+    # an installed package's folder, found through the import system: pytest's own package
+    # has none, so a package of this venv that ships one: Flask's own debugger assets
+    werkzeug = static_folder(tmp_path, "werkzeug.debug:shared", tmp_path / "pkg")
+    assert werkzeug.returncode == 0, werkzeug.stderr
+    assert (tmp_path / "pkg/debugger.js").is_file() and "files from" in werkzeug.stdout
+    empty = static_folder(project, "", tmp_path / "none")  # the app serves /static/ itself
+    assert empty.returncode == 0 and not any((tmp_path / "none").iterdir())
+    assert "include" not in (tmp_path / "none.conf").read_text()
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("static", "no folder .*/static in the app image.*Found: shop/static"),
+        ("nosuchpkg:static", "'nosuchpkg' is not an installed package"),
+        ("werkzeug:nothing", "no folder .*werkzeug/nothing.* Found: .*werkzeug:debug, "),
+    ],
+)
+def test_static_folder_says_what_to_fix(project, tmp_path, setting, message):
+    result = static_folder(project, setting, tmp_path / "out")
+    assert result.returncode == 1 and re.search(message, result.stderr), result.stderr
+    assert "Traceback" not in result.stderr
 
 
 # --- the release step ----------------------------------------------------------------------
