@@ -33,6 +33,8 @@ from pathlib import Path
 
 import pytest
 import requests
+from itsdangerous import URLSafeSerializer
+from markupsafe import escape
 from urllib3.exceptions import NewConnectionError
 
 from harness import apps, faults
@@ -50,14 +52,20 @@ from harness.compose import (
 
 @dataclass(frozen=True)
 class RealApp:
-    """A Flask app written elsewhere: a pinned sdist on PyPI (tests/real-apps/<name>.txt: the
-    release and its hash, which pip checks) and the folder in it to serve."""
+    """A Flask app written elsewhere, on PyPI, pinned and hash-checked (tests/real-apps/<pins>):
+    either its sdist, unpacked, with the folder in it to serve; or, `installed`, the app as its
+    users ship it: a folder of theirs holding only a requirements.txt (the pins) and the app's
+    own settings file (`files`), the app installed from PyPI when the image is built, its
+    settings named in an APP_ENV file beside the folder (`env`)."""
 
     pins: str  # a requirements file in tests/real-apps/
-    folder: str  # inside the unpacked sdist
+    folder: str  # inside the unpacked sdist, or the user's folder's name (installed)
     settings: dict[str, str] = field(default_factory=dict)
     static_file: str = ""  # a file in APP_STATIC that nginx must serve
     stacks: tuple[str, ...] = tuple(NGINX_STACKS)  # served on these (and exported with one)
+    installed: bool = False
+    files: tuple[str, ...] = ()  # of tests/real-apps/, copied into the user's folder
+    env: str = ""  # the APP_ENV file's lines
 
 
 # flaskr reads its SECRET_KEY from instance/config.py only (its factory), so its release step
@@ -69,6 +77,14 @@ FLASKR_CONFIG = (
 FLASKR_USERS = (
     "python -c \"import sqlite3; print(sqlite3.connect('instance/flaskr.sqlite')"
     ".execute('select username from user').fetchall())\""
+)
+IHATEMONEY_STORED_HASH = (
+    "import sqlite3, sys; print(sqlite3.connect('instance/ihatemoney.db')"
+    ".execute('select password from project where id = ?', (sys.argv[1],)).fetchone()[0])"
+)
+IHATEMONEY_PROJECTS = (
+    "python -c \"import sqlite3; print(sqlite3.connect('instance/ihatemoney.db')"
+    ".execute('select id from project').fetchall())\""
 )
 REAL_APPS = {
     "flaskr": RealApp(
@@ -98,7 +114,27 @@ REAL_APPS = {
         # socket stack too, through `make test APP=...`
         stacks=("nginx-uwsgi-tcp",),
     ),
+    # its settings: a Python file named by its own variable (APP_ENV), which reads the secret
+    # from its file; migrations run when the app is made (the release step runs them first)
+    "ihatemoney": RealApp(
+        pins="ihatemoney.txt",
+        folder="ihatemoney-deploy",
+        installed=True,
+        files=("ihatemoney.cfg",),
+        env=(
+            "IHATEMONEY_SETTINGS_FILE_PATH=/app/ihatemoney.cfg\n"
+            'IHATEMONEY_SITE_NAME=Shared costs (it\'s "ours")\n'
+        ),
+        settings={
+            "APP_MODULE": "ihatemoney.wsgi:application",
+            "APP_STATIC": "ihatemoney:static",  # inside the installed package
+            "HEALTH_PATH": "/healthcheck",
+            "SECRETS_AS_ENV": "",  # its settings file reads /run/secrets/secret_key
+        },
+        static_file="css/main.css",
+    ),
 }
+IHATEMONEY_SITE_NAME = """Shared costs (it's "ours")"""
 # what a developer's checkout holds beside the code and must not ship (Dockerfile.dockerignore):
 # written into each real app's folder before its image is built
 LOCAL_STATE = {
@@ -145,11 +181,22 @@ def stacks_served_from(name: str, where: str) -> list[str]:
 
 
 def fetch(app: RealApp, into: Path) -> Path:
-    """The app's sdist from PyPI, hash-checked, unpacked into `into` once per run."""
+    """The app's sdist from PyPI, hash-checked, unpacked into `into` once per run; or the
+    folder of a user of the installed app (its image build installs it from PyPI, checking the
+    hashes), with its APP_ENV file beside it."""
     folder = into / app.folder
     with open(into / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if folder.is_dir():
+            return folder
+        if app.installed:
+            staging = folder.parent / f"{folder.name}.tmp"
+            staging.mkdir(mode=0o755)
+            shutil.copy(ROOT / "tests/real-apps" / app.pins, staging / "requirements.txt")
+            for name in app.files:
+                shutil.copy(ROOT / "tests/real-apps" / name, staging / name)
+            (into / f"{app.folder}.env").write_text(app.env)
+            staging.rename(folder)  # whole, or not there: another worker waits on the lock
             return folder
         pins = ROOT / "tests/real-apps" / app.pins
         subprocess.run(
@@ -216,6 +263,8 @@ def stack(request, images, real_apps_folder, tmp_path_factory):
                     shutil.copytree(folder, own)
             folder = own
         settings = {**real.settings, "APP": str(folder)}
+        if real.installed:  # its settings file's name and its own settings, as data
+            settings["APP_ENV"] = str(folder.parent / f"{real.folder}.env")
     key = apps.from_settings(settings).name  # one build per app folder and run
     with open(real_apps_folder / f"build-{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -488,8 +537,58 @@ def check_the_apps_own_flow(stack: Target):
         assert echoed["Host"] == f"127.0.0.1:{port}", echoed
         assert echoed.get("X-Request-Id") == sent.headers["X-Request-ID"], echoed
         assert echoed.get("X-Forwarded-Proto") == "http", echoed
+    elif stack.name == "ihatemoney":
+        project, auth = ihatemoney_project(stack.url)
+        member = requests.post(
+            f"{stack.url}/api/projects/{project}/members", data={"name": "Ada"}, auth=auth,
+            timeout=10,
+        )  # fmt: skip
+        assert member.status_code == 201, member.text[:500]
+        bill = requests.post(
+            f"{stack.url}/api/projects/{project}/bills", auth=auth, timeout=10,
+            data={"date": "2026-12-01", "what": "dinner", "payer": member.json(),
+                  "payed_for": [member.json()], "amount": "42.5", "bill_type": "Expense"},
+        )  # fmt: skip
+        assert bill.status_code == 201, bill.text[:500]
+        bills = requests.get(f"{stack.url}/api/projects/{project}/bills", auth=auth, timeout=10)
+        assert [(b["what"], b["amount"]) for b in bills.json()] == [("dinner", 42.5)], bills.text
+        # its API token is signed with our secret key (and the project's password hash), which
+        # its settings file read from the secret file
+        token = requests.get(f"{stack.url}/api/projects/{project}/token", auth=auth, timeout=10)
+        password_hash = stack.stack.exec(
+            stack.stack.app_services()[0], "python", "-c", IHATEMONEY_STORED_HASH, project
+        ).strip()
+        signer = URLSafeSerializer(stack.secret() + password_hash, salt="auth")
+        assert signer.loads(token.json()["token"]) == [project], token.text
+        # a page: the site name from the APP_ENV file, as written; its CSS and JavaScript, from
+        # inside the installed package, served by nginx
+        page = requests.get(stack.url + "/create", timeout=10)
+        assert page.status_code == 200, page.status_code
+        assert f"<title>{escape(IHATEMONEY_SITE_NAME)} " in page.text, page.text[:600]
+        assets = re.findall(r'(?:href|src)="(/static/[^"?]+)"', page.text)
+        assert {Path(a).suffix for a in assets} >= {".css", ".js"}, assets
+        for asset in assets:
+            probe = f"{asset}?probe={uuid.uuid4().hex}"
+            response = requests.get(stack.url + probe, timeout=10)
+            assert response.status_code == 200, f"{asset}: {response.status_code}"
+            assert stack.stack.access_log(probe)["upstream"] is None, f"{asset}: not from nginx"
     else:
         raise AssertionError(f"{stack.name}: no flow written for it")
+
+
+def ihatemoney_project(url: str) -> tuple[str, tuple[str, str]]:
+    """A new project through ihatemoney's REST API, read back with its credentials."""
+    project = f"p{uuid.uuid4().hex[:8]}"
+    auth = (project, "pw-" + project)
+    created = requests.post(
+        url + "/api/projects", timeout=10,
+        data={"name": "Trip", "id": project, "password": auth[1],
+              "contact_email": "ada@example.com", "default_currency": "XXX"},
+    )  # fmt: skip
+    assert created.status_code == 201 and created.json() == project, created.text[:500]
+    read = requests.get(f"{url}/api/projects/{project}", auth=auth, timeout=10)
+    assert read.status_code == 200 and read.json()["name"] == "Trip", read.text[:500]
+    return project, auth
 
 
 if not your_app():  # yours: only the checks that hold for any app (no skip: not collected)
@@ -599,6 +698,7 @@ def test_graceful_stop_then_data_survives_start(stack: Target, record):
     user = f"keep{uuid.uuid4().hex[:6]}" if stack.name == "flaskr" else ""
     if user:
         flaskr_login(stack.url, user)
+    project = ihatemoney_project(stack.url)[0] if stack.name == "ihatemoney" else ""
     # to nginx's container: through 127.0.0.1, Docker's proxy would accept each connection and
     # cut it once nginx is gone, which looks like a cut request
     url = stack.stack.container_url() + stack.app.health_path
@@ -668,3 +768,6 @@ def test_graceful_stop_then_data_survives_start(stack: Target, record):
     if user:
         users = run_once(stack, FLASKR_USERS)
         assert user in users, f"{user} is gone after down: {users}"
+    if project:  # in its SQLite file in the data volume (its settings file says where)
+        projects = run_once(stack, IHATEMONEY_PROJECTS)
+        assert project in projects, f"{project} is gone after down: {projects}"
