@@ -9,7 +9,8 @@ ACME   ?=
 METRICS ?=
 PYTEST_ARGS ?=
 # Your app instead of the demo app (README.md, "Your app"): APP=path/to/project APP_MODULE=...
-# (and APP_STATIC, HEALTH_PATH, APP_DATA, APP_RELEASE_CMD, SECRETS_AS_ENV); make passes
+# (and APP_STATIC, HEALTH_PATH, APP_DATA, APP_RELEASE_CMD, APP_SECRETS, SECRETS_AS_ENV,
+# APP_ENV); make passes
 # command-line variables on to scripts/app.py, which checks them.
 APP    ?=
 CMD    ?=
@@ -27,7 +28,9 @@ OVERLAYS = $(if $(TLS)$(ACME),-f $(TLS_OVERLAY)) $(if $(ACME),-f shared/compose/
 # the app's compose variables (image, build context, project name...), checked first: exit 2
 # with what to fix
 WITH_APP = app_env=$$(python3 scripts/app.py env $(STACK)) || exit 2; eval "$$app_env" &&
-COMPOSE = $(WITH_IMAGES) $(WITH_APP) docker compose -f stacks/$(STACK)/compose.yaml $(OVERLAYS)
+# APP_SECRETS beyond secret_key: the compose file scripts/app.py wrote for them (none: nothing)
+COMPOSE = $(WITH_IMAGES) $(WITH_APP) docker compose -f stacks/$(STACK)/compose.yaml $(OVERLAYS) \
+          $${APP_SECRETS_FILE:+-f "$$APP_SECRETS_FILE"}
 # `docker compose ps` format: "<service> http://127.0.0.1:<port>/" per published port
 PUBLISHED = '{{.Service}}{{range .Publishers}}{{if .PublishedPort}} {{if eq .TargetPort 8443}}https{{else}}http{{end}}://{{.URL}}:{{.PublishedPort}}/{{end}}{{end}}'
 
@@ -82,7 +85,7 @@ endif
 certs/fullchain.pem:
 	@scripts/certs.sh certs
 
-secrets: ## make the app's secret_key in secrets/ if missing (never overwritten; git ignores it)
+secrets: ## make the app's secrets (APP_SECRETS) in secrets/ if missing (never overwritten; git ignores it)
 	@python3 scripts/app.py secrets
 
 up: check-stack secrets ## build and start STACK (APP=: your app; TLS=1: HTTPS; ACME=1: Let's Encrypt; METRICS=1: Prometheus), wait until healthy

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import json
 import os
 import re
 import secrets
+import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -57,6 +59,12 @@ SETTINGS = {
         "where the app writes (a named volume; /app/instance is Flask's instance folder)",
     ),
     "APP_RELEASE_CMD": ("", "", "run once before the app servers on every up (e.g. migrations)"),
+    "APP_SECRETS": (
+        "secret_key",
+        "secret_key",
+        "the app's secrets: files in secrets/ (random when missing), /run/secrets/<name> and "
+        "<NAME>_FILE in the app's containers",
+    ),
     "SECRETS_AS_ENV": (
         "secret_key",
         "secret_key",
@@ -89,8 +97,12 @@ STACK_KEYS = frozenset(
         "PROXY_COUNT",
         "PYTHONPATH",
         "SECRETS_AS_ENV",
+        "SECRET_KEY_FILE",
+        "APP_ENV_SHA256",
     }
 )
+SECRET_NAME = re.compile(r"[a-z0-9_]+")
+BUILD_SECRETS = ("extra_ca",)  # the stacks' own secret (pip's extra CA, at build time only)
 ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -112,6 +124,7 @@ class App:
     release_cmd: str
     secrets_as_env: str
     env_file: Path | None = None  # APP_ENV: the app's own settings, checked
+    secret_names: tuple[str, ...] = ("secret_key",)  # APP_SECRETS, secret_key first
 
     @property
     def is_demo(self) -> bool:
@@ -152,6 +165,50 @@ class App:
         """The compose project: the stack's name, plus the app's for yours (its own volumes)."""
         return stack if self.is_demo else f"{stack}-{self.name}"
 
+    @property
+    def env_sha256(self) -> str:
+        """APP_ENV's content hash ("" without one)."""
+        if self.env_file is None:
+            return ""
+        return hashlib.sha256(self.env_file.read_bytes()).hexdigest()
+
+    def secrets_overlay(self, stack: str) -> Path | None:
+        """APP_SECRETS beyond secret_key on `stack`: a compose file that mounts each at
+        /run/secrets/<name> and sets <NAME>_FILE in every service that gets secret_key (the
+        app servers and the release step: the stack's own compose file says which), written as
+        JSON (which Compose reads as YAML) from the checked names into the app's secrets folder
+        (git-ignored), where the files are. None when there are none: nothing added."""
+        extra = self.secret_names[1:]
+        if not extra:
+            return None
+        ensure_secrets(self.secrets_dir, self.secret_names)
+        config = subprocess.run(
+            ["docker", "compose", "-f", str(ROOT / "stacks" / stack / "compose.yaml"),
+             "config", "--no-interpolate", "--format", "json"],
+            capture_output=True, text=True, check=False, timeout=60,
+        )  # fmt: skip
+        if config.returncode:
+            raise AppError(f"APP_SECRETS: cannot read {stack}'s services: {config.stderr.strip()}")
+        services = json.loads(config.stdout)["services"]
+        getting = sorted(
+            name
+            for name, service in services.items()
+            if any(s.get("source") == "secret_key" for s in service.get("secrets") or [])
+        )
+        overlay = {
+            "services": {
+                name: {
+                    "secrets": list(extra),
+                    "environment": {f"{n.upper()}_FILE": f"/run/secrets/{n}" for n in extra},
+                }
+                for name in getting
+            },
+            "secrets": {n: {"file": str(self.secrets_dir / n)} for n in extra},
+        }
+        path = self.secrets_dir / f"compose.{stack}.json"
+        path.write_text(json.dumps(overlay, indent=2) + "\n")
+        return path
+
     def check_stack(self, stack: str) -> None:
         """What a stack needs of the app beyond the settings: flask-dev mounts the app's folder
         read-only at /app, so a data folder under /app needs its mount point there."""
@@ -175,12 +232,15 @@ class App:
             "APP_DATA": self.data,
             "APP_RELEASE_CMD": self.release_cmd,
             "SECRETS_AS_ENV": self.secrets_as_env,
+            "APP_SECRETS": " ".join(self.secret_names),
             "APP_IMAGE": self.image,
             "APP_NGINX_IMAGE": self.nginx_image,
             "SINGLE_CONTAINER_IMAGE": self.single_container_image,
             "SECRETS_DIR": str(self.secrets_dir),
-            # compose's env_file of every app container (services.yaml); none: an empty file
+            # mounted in every app container (services.yaml); none: an empty file
             "APP_ENV": str(self.env_file or "/dev/null"),
+            # its hash in the containers' config: a changed file recreates them at the next up
+            "APP_ENV_SHA256": self.env_sha256,
         }
 
 
@@ -231,14 +291,24 @@ def from_settings(env: Mapping[str, str] | None = None) -> App:
         )
     secrets_as_env = value("SECRETS_AS_ENV")
     for name in secrets_as_env.split():
-        if not re.fullmatch(r"[a-z0-9_]+", name):
+        if not SECRET_NAME.fullmatch(name):
             raise AppError(f"SECRETS_AS_ENV: {name!r} is not a secret name (a-z, 0-9, _)")
+    secret_names = ["secret_key"]
+    for name in value("APP_SECRETS").split():
+        if not SECRET_NAME.fullmatch(name) or name in BUILD_SECRETS:
+            raise AppError(
+                f"APP_SECRETS: {name!r} is not a secret name: lower-case letters, digits and _ "
+                f"(a file of that name in secrets/), and not {', '.join(BUILD_SECRETS)}, e.g. "
+                "APP_SECRETS='secret_key db_password api_token'"
+            )
+        if name not in secret_names:
+            secret_names.append(name)
     env_file = None
     if value("APP_ENV") and value("APP_ENV") != "/dev/null":  # /dev/null: compose's "none"
         env_file = Path(value("APP_ENV")).expanduser().resolve()
         secret_keys = {
             key: name
-            for name in ["secret_key", *secrets_as_env.split()]
+            for name in [*secret_names, *secrets_as_env.split()]
             for key in (name.upper(), name.upper() + "_FILE")
         }
         read_env_file(env_file, value("APP_ENV"), secret_keys)
@@ -251,6 +321,7 @@ def from_settings(env: Mapping[str, str] | None = None) -> App:
         release_cmd=value("APP_RELEASE_CMD"),
         secrets_as_env=secrets_as_env,
         env_file=env_file,
+        secret_names=tuple(secret_names),
     )
 
 
@@ -360,14 +431,23 @@ def check_module(module: str) -> None:
 
 
 def ensure_secret_key(folder: Path) -> Path:
-    """`folder`/secret_key, made once with 48 random bytes if missing, never overwritten. The
-    folder is the owner's only (0700); the file is 0644 so that the container's user can read
-    it through the bind mount Compose makes of it (no one else can reach it on the host)."""
+    """`folder`/secret_key, made once if missing (ensure_secrets)."""
+    return ensure_secrets(folder, ("secret_key",))[0]
+
+
+def ensure_secrets(folder: Path, names: tuple[str, ...]) -> list[Path]:
+    """`folder`/<name> for each name, made once with 48 random bytes if missing, never
+    overwritten (yours: write your own value in the file first). The folder is the owner's only
+    (0700); the files are 0644 so that the container's user can read them through the bind
+    mounts Compose makes of them (no one else can reach them on the host)."""
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     folder.chmod(0o700)
-    key = folder / "secret_key"
-    if not key.exists():
-        fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        with os.fdopen(fd, "w") as out:
-            out.write(secrets.token_urlsafe(48) + "\n")
-    return key
+    made = []
+    for name in names:
+        path = folder / name
+        if not path.exists():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            with os.fdopen(fd, "w") as out:
+                out.write(secrets.token_urlsafe(48) + "\n")
+        made.append(path)
+    return made

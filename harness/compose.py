@@ -51,10 +51,16 @@ def images_env() -> dict[str, str]:
 
 def app_env(settings: dict[str, str] | None = None) -> dict[str, str]:
     """The compose variables of the app the settings name (APP, APP_MODULE... default the
-    environment's; none: the demo app), its secret_key made if missing (harness.apps)."""
+    environment's; none: the demo app), its secrets made if missing (harness.apps)."""
     app = apps.from_settings({**os.environ, **(settings or {})})
-    apps.ensure_secret_key(app.secrets_dir)
+    apps.ensure_secrets(app.secrets_dir, app.secret_names)
     return app.compose_env()
+
+
+def app_overlays(stack: str, settings: dict[str, str] | None = None) -> tuple[Path, ...]:
+    """The compose files the app adds to `stack`: its APP_SECRETS beyond secret_key, if any."""
+    overlay = apps.from_settings({**os.environ, **(settings or {})}).secrets_overlay(stack)
+    return (overlay,) if overlay else ()
 
 
 def nginx_service(stack: str) -> bool:
@@ -540,7 +546,7 @@ def start_stack(
             **(app_env(env) if app_settings else {}),
             **(env or {}),
         },
-        overlays=overlays,
+        overlays=(*overlays, *(app_overlays(name, env) if app_settings else ())),
     )
     try:
         stack.up(*(["--build"] if build else []))

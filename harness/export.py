@@ -12,6 +12,8 @@ rewritten to the copy: nginx/, uwsgi/ or gunicorn/, docker/. The app's folder st
 from __future__ import annotations
 
 import copy
+import io
+import json
 import os
 import re
 import shutil
@@ -271,8 +273,14 @@ class Export:
     def load(self, path: Path) -> CommentedMap:
         """A compose file, parsed once (services.yaml is extended by every service)."""
         if path not in self.parsed:
-            with path.open() as handle:
-                self.parsed[path] = self.yaml.load(handle)
+            text = path.read_text()
+            if path.suffix == ".json":  # APP_SECRETS' generated file, in the others' block style
+                block = YAML(typ="safe", pure=True)
+                block.default_flow_style = False
+                buffer = io.StringIO()
+                block.dump(json.loads(text), buffer)
+                text = buffer.getvalue()
+            self.parsed[path] = self.yaml.load(text)
         return self.parsed[path]
 
     def service(self, path: Path, name: str) -> CommentedMap:
@@ -316,7 +324,11 @@ class Export:
             if key == "secrets":
                 for secret in value.values():
                     if secret and "file" in secret:
-                        secret["file"] = self.path_value(str(secret["file"]), stack_file.parent)
+                        source = Path(str(secret["file"]))
+                        if source.is_absolute() and apps.SECRETS in source.parents:
+                            secret["file"] = f"./secrets/{source.name}"  # APP_SECRETS' own
+                        else:
+                            secret["file"] = self.path_value(str(source), stack_file.parent)
             out[key] = value
         self.set_defaults(out)
         self.trim_comments(out)
@@ -417,7 +429,9 @@ class Export:
         )
 
     def readme(self) -> str:
-        included = [p.relative_to(ROOT).as_posix() for p in self.overlays] or ["none"]
+        included = [
+            p.relative_to(ROOT).as_posix() for p in self.overlays if apps.SECRETS not in p.parents
+        ] or ["none"]
         app = (
             "the demo app (copied into app/)"
             if self.app.is_demo
@@ -429,7 +443,7 @@ class Export:
         server = app_server_line(self.stack)
         settings = (
             f"- `{ENV_FILE}`: your app's own settings (a copy of APP_ENV's file; git-ignored; its\n"
-            f"  keys are in `{ENV_FILE}.example`), read by every app container.\n"
+            f"  keys are in `{ENV_FILE}.example`), exported in every app container by app-env.sh.\n"
             if self.app.env_file
             else ""
         )
@@ -461,9 +475,9 @@ Files:
 - `compose.yaml`: every service, flattened (no `extends`), with its why on each line.
 - `docker/Dockerfile`, `docker/Dockerfile.dockerignore`: the app image (your app's folder is
   the build context; the ignore file decides what of it is sent).
-- `docker/healthcheck.py`, `docker/release.py`, `docker/secrets-env.sh`: mounted into the app
-  containers: the healthcheck, the release step (runs APP_RELEASE_CMD, then checks that
-  APP_MODULE loads), secrets as variables.
+- `docker/healthcheck.py`, `docker/release.py`, `docker/app-env.sh`, `docker/secrets-env.sh`:
+  mounted into the app containers: the healthcheck, the release step (runs APP_RELEASE_CMD,
+  then checks that APP_MODULE loads), your settings file and the secrets as variables.
 - `nginx/`: nginx.conf, the server block (default.conf), the snippets and start scripts, and
   nginx's image (`Dockerfile`: the app's static folder, APP_STATIC, copied out of the app
   image by `static-folder.py`, so files inside an installed package are served too).
@@ -527,8 +541,8 @@ Files:
                 shutil.copy2(content, target)
             else:
                 target.write_text(content)
-        apps.ensure_secret_key(self.dest / "secrets")
-        return sorted([*outputs, "secrets/secret_key"])
+        apps.ensure_secrets(self.dest / "secrets", self.app.secret_names)
+        return sorted([*outputs, *(f"secrets/{name}" for name in self.app.secret_names)])
 
 
 def app_server_line(stack: str) -> str:
@@ -570,6 +584,9 @@ def export(
         if not nginx_in_front(stack):
             raise ExportError(f"{stack} is for development: METRICS=1 works with the nginx stacks")
         overlays.extend(harness_metrics.overlays(stack))
+    secrets_overlay = app.secrets_overlay(stack)  # APP_SECRETS beyond secret_key
+    if secrets_overlay:
+        overlays.append(secrets_overlay)
     job = Export(stack=stack, dest=target, app=app, overlays=overlays)
     job.write(force)
     return job

@@ -4,7 +4,7 @@
     scripts/app.py env STACK       the compose variables for the app the settings name, as
                                    shell `export` lines (make evaluates them); refuses bad
                                    settings with what to fix (exit 2)
-    scripts/app.py secrets         make the app's secrets/…/secret_key if missing
+    scripts/app.py secrets         make the app's secrets (APP_SECRETS) in secrets/ if missing
     scripts/app.py export STACK DEST [--tls] [--acme] [--metrics] [--force]
                                    a folder that runs STACK alone (harness/export.py)
     scripts/app.py diagnose STACK [-f overlay ...]
@@ -12,7 +12,8 @@
                                    unhealthy container's last healthcheck answer)
 
 Settings come from the environment (APP, APP_MODULE, APP_STATIC, HEALTH_PATH, APP_DATA,
-APP_RELEASE_CMD, SECRETS_AS_ENV): README.md, "Your app". The logic: harness/apps.py.
+APP_RELEASE_CMD, APP_SECRETS, SECRETS_AS_ENV, APP_ENV): docs/your-app.md. The logic:
+harness/apps.py.
 """
 
 import json
@@ -29,7 +30,9 @@ from harness import apps  # noqa: E402
 
 def diagnose(app: apps.App, stack: str, overlays: list[str]) -> None:
     """Say why `up` failed, from the containers themselves."""
+    secrets_overlay = app.secrets_overlay(stack)
     files = ["-f", f"{apps.ROOT}/stacks/{stack}/compose.yaml", *overlays]
+    files += ["-f", str(secrets_overlay)] if secrets_overlay else []
     env = {**os.environ, **app.compose_env(), "COMPOSE_PROJECT_NAME": app.project(stack)}
 
     def compose(*args: str) -> str:
@@ -82,8 +85,8 @@ def main(argv: list[str]) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if argv[1] == "secrets":
-        key = apps.ensure_secret_key(app.secrets_dir)
-        print(f"secret: {key.relative_to(apps.ROOT)} (kept if it was there; git ignores secrets/)")
+        for path in apps.ensure_secrets(app.secrets_dir, app.secret_names):
+            print(f"secret: {path.relative_to(apps.ROOT)} (kept if it was there; git ignores it)")
         return 0
     if argv[1] == "export":
         from harness import export  # ruamel.yaml: in .venv (make export runs it from there)
@@ -105,10 +108,13 @@ def main(argv: list[str]) -> int:
     if len(argv) > 2:
         try:
             app.check_stack(argv[2])
+            overlay = app.secrets_overlay(argv[2])
         except apps.AppError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
         env["COMPOSE_PROJECT_NAME"] = app.project(argv[2])
+        # APP_SECRETS beyond secret_key: the compose file that mounts them (make adds it)
+        env["APP_SECRETS_FILE"] = str(overlay.relative_to(apps.ROOT)) if overlay else ""
     for key, value in env.items():
         print(f"export {key}={shlex.quote(value)}")
     return 0

@@ -1,6 +1,8 @@
 """Your app's settings reach every server as data, never pasted into code or config text:
 APP_MODULE, a factory called with string arguments holding quotes of both kinds; APP_ENV, a
-file of the app's own variables (one value with quotes, a $ and a #, taken as written); and
+file of the app's own variables (one value with quotes, a $ and a #, taken as written);
+APP_SECRETS, a second secret (api_token) as the file /run/secrets/api_token named by
+API_TOKEN_FILE (and as API_TOKEN, SECRETS_AS_ENV opting in), in no `docker inspect`; and
 APP_STATIC, a folder found in the app's image the way the app finds its package. Under uWSGI
 (base.ini's loader), Gunicorn (gunicorn.conf.py's `wsgi_app`), Flask's own server
 (`FLASK_APP`), the release step before each of them and `make run`'s one-off container, the
@@ -16,12 +18,14 @@ shows what it got.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import time
 
 import pytest
 import requests
 
+from harness import apps
 from harness.compose import ROOT, app_server_of, build_images, start_stack, stop_stack
 
 # each loader once: uWSGI's (every uWSGI stack shares base.ini), Gunicorn's, Flask's; with the
@@ -38,6 +42,7 @@ MODULE = f"""quoting:create_app("{GREETING}", who='{WHO}')"""
 NOTE = """it's "$HOME" # kept"""  # what a shell or Compose's default env_file format would change
 FACTORY = f'''"""A factory that takes arguments, as real apps' create_app(config_name) does."""
 
+import hashlib
 import os
 
 from flask import Flask
@@ -47,8 +52,14 @@ def create_app(greeting, *, who):
     got = (greeting, who, os.environ.get("QUOTING_NOTE"))
     if got != ({GREETING!r}, {WHO!r}, {NOTE!r}):
         raise SystemExit(f"create_app got {{got!r}}")
+    with open(os.environ["API_TOKEN_FILE"]) as file:  # the official images' *_FILE convention
+        token = file.read()
+    if os.environ.get("API_TOKEN") != token.strip():  # SECRETS_AS_ENV's copy, for apps that
+        raise SystemExit("API_TOKEN is not the file's")  # read only their environment
+    answer = dict(zip(("greeting", "who", "note"), got))
+    answer["api_token_sha256"] = hashlib.sha256(token.encode()).hexdigest()
     app = Flask(__name__)  # its static folder: quoting/static, at /static/
-    app.add_url_rule("/args", "args", lambda: dict(zip(("greeting", "who", "note"), got)))
+    app.add_url_rule("/args", "args", lambda: answer)
     return app
 '''
 STATIC = {"site.css": "body {}\n", "site.3f2a9c1b.css": "h1 {}\n"}  # the second: fingerprinted
@@ -72,7 +83,8 @@ def settings(images, tmp_path_factory) -> dict[str, str]:
         "APP_MODULE": MODULE,
         "APP_ENV": str(env_file),
         "HEALTH_PATH": "/args",
-        "SECRETS_AS_ENV": "",
+        "APP_SECRETS": "secret_key api_token",
+        "SECRETS_AS_ENV": "api_token",
     }
     build_images(list(SERVERS), {**values, "APP_STATIC": "quoting:static"})
     return values
@@ -84,17 +96,26 @@ def test_app_module_and_app_env_reach_the_server_as_written(settings, server):
     try:
         answer = requests.get(stack.base_url() + "/args", timeout=10)
         assert answer.status_code == 200, f"{server}: /args answered {answer.status_code}"
-        expected = {"greeting": GREETING, "who": WHO, "note": NOTE}
+        app = apps.from_settings({**settings, "APP_STATIC": SERVERS[server]})
+        token = (app.secrets_dir / "api_token").read_bytes()  # made at random, kept
+        expected = {"greeting": GREETING, "who": WHO, "note": NOTE,
+                    "api_token_sha256": hashlib.sha256(token).hexdigest()}  # fmt: skip
         assert answer.json() == expected, f"{server}: {answer.text}"
+        for service in [*stack.services(), "release"]:  # the value in no environment listing
+            env = stack.inspect(service)["Config"]["Env"]
+            assert not any(token.decode().strip() in entry for entry in env), service
         assert app_server_of(server) in stack.logs(*stack.app_services()).lower(), (
             f"{server}: not served by {app_server_of(server)}"
         )
         release = stack.logs("release")
         assert f"APP_MODULE={MODULE!r} loads" in release, f"{server}'s release step: {release}"
         one_off = stack.compose(
-            "run", "--rm", "--no-deps", "release", "printenv", "QUOTING_NOTE", timeout=120
-        )  # what `make run` starts
-        assert one_off.stdout.strip() == NOTE, f"{server}: make run's container: {one_off}"
+            "run", "--rm", "--no-deps", "release", "sh", "-c",
+            'printenv QUOTING_NOTE; sha256sum < "$API_TOKEN_FILE"', timeout=120,
+        )  # fmt: skip
+        note, digest = one_off.stdout.splitlines()  # what `make run` starts has both
+        assert note == NOTE, f"{server}: make run's container: {one_off}"
+        assert digest.split()[0] == hashlib.sha256(token).hexdigest(), one_off
         check_static_files(stack, SERVERS[server])
     finally:
         stop_stack(stack)

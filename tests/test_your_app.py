@@ -42,6 +42,7 @@ from harness.compose import (
     NGINX_STACKS,
     ROOT,
     Stack,
+    app_overlays,
     build_images,
     ephemeral_ports,
     images_env,
@@ -295,6 +296,7 @@ def stack(request, images, real_apps_folder, tmp_path_factory):
             compose_file=ROOT / "stacks" / where / "compose.yaml",
             project=app.project(where),  # make's project name for this app
             env={**os.environ, **images_env(), **ephemeral_ports(), **app.compose_env()},
+            overlays=app_overlays(where, settings),  # make's: APP_SECRETS beyond secret_key
         )
     else:
         started = start_stack(where, env=settings)

@@ -31,6 +31,7 @@ COPY stacks/single-container/uwsgi.ini /etc/uwsgi/uwsgi.ini
 COPY stacks/single-container/entrypoint.sh /usr/local/bin/entrypoint
 # the tools the compose stacks mount (shared/compose/services.yaml), at the same paths
 COPY shared/docker/healthcheck.py /opt/flask-stacks/bin/healthcheck
+COPY shared/docker/app-env.sh /opt/flask-stacks/bin/app-env
 COPY shared/docker/secrets-env.sh /opt/flask-stacks/bin/secrets-env
 COPY shared/python/ /opt/flask-stacks/lib/
 
@@ -46,5 +47,5 @@ EXPOSE 8080
 HEALTHCHECK --interval=5s --timeout=3s --retries=3 --start-period=30s \
     CMD ["healthcheck", "http://127.0.0.1:8080"]
 # tini as PID 1: forwards docker stop's SIGTERM to uWSGI and reaps orphans
-ENTRYPOINT ["tini", "--", "secrets-env", "entrypoint"]
+ENTRYPOINT ["tini", "--", "app-env", "secrets-env", "entrypoint"]
 CMD ["uwsgi", "--ini", "/etc/uwsgi/uwsgi.ini"]

@@ -77,6 +77,8 @@ def test_your_app_gets_its_own_image_project_and_secrets(project, tmp_path):
         ({"APP_DATA": "data"}, "must be an absolute folder"),
         ({"APP_DATA": "/app"}, "must be an absolute folder"),
         ({"SECRETS_AS_ENV": "Secret-Key"}, "is not a secret name"),
+        ({"APP_SECRETS": "secret_key DB_PASSWORD"}, "APP_SECRETS: 'DB_PASSWORD' is not a secret"),
+        ({"APP_SECRETS": "extra_ca"}, "and not extra_ca"),
     ],
 )
 def test_bad_settings_say_what_to_fix(project, change, message):
@@ -145,6 +147,52 @@ def test_a_bad_app_env_line_is_named_with_the_fix(project, tmp_path, text, messa
         apps.from_settings(
             settings(project, APP_ENV=str(env_file), SECRETS_AS_ENV="secret_key db_password")
         )
+
+
+def test_app_secrets_are_made_once_each_secret_key_first(project, tmp_path):
+    app = apps.from_settings(settings(project, APP_SECRETS="db_password  api_token db_password"))
+    assert app.secret_names == ("secret_key", "db_password", "api_token")
+    assert app.compose_env()["APP_SECRETS"] == "secret_key db_password api_token"
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s/db_password").write_text("mine\n")  # a value of yours is never overwritten
+    made = apps.ensure_secrets(tmp_path / "s", app.secret_names)
+    assert [p.name for p in made] == list(app.secret_names)
+    assert (tmp_path / "s/db_password").read_text() == "mine\n"
+    assert len((tmp_path / "s/api_token").read_text().strip()) >= 48
+
+
+APP_ENV_SH = ROOT / "shared/docker/app-env.sh"
+
+
+def app_env_sh(text: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
+    """app-env.sh as the containers run it, printing three variables after it."""
+    (tmp_path / "app.env").write_text(text)
+    return subprocess.run(
+        ["sh", str(APP_ENV_SH), "sh", "-c", 'printf "[%s]" "$NOTE" "$EMPTY" "$URL"'],
+        env={"PATH": os.environ["PATH"], "APP_ENV_FILE": str(tmp_path / "app.env"), **env},
+        cwd=tmp_path,
+        capture_output=True, text=True, check=False, timeout=30,
+    )  # fmt: skip
+
+
+def test_app_env_sh_exports_each_line_as_written(tmp_path):
+    result = app_env_sh('# c\n\nNOTE=it\'s "$HOME" `x` # kept\nEMPTY=\nURL=a=b', tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == '[it\'s "$HOME" `x` # kept][][a=b]'
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("NOTE=1\nnot a setting\n", "line 2 of APP_ENV is not KEY=VALUE"),
+        ("$(touch x)=1\n", "line 1 of APP_ENV is not KEY=VALUE"),
+        ("PROXY_COUNT=2\n", "APP_ENV sets PROXY_COUNT (line 1), which is set already"),
+    ],
+)
+def test_app_env_sh_refuses_what_cannot_work(tmp_path, text, message):
+    result = app_env_sh(text, tmp_path, PROXY_COUNT="1")
+    assert result.returncode == 78 and message in result.stderr, result.stderr
+    assert result.stdout == "" and not (tmp_path / "x").exists()
 
 
 def test_app_env_values_are_taken_as_written(project, tmp_path):
@@ -363,7 +411,8 @@ def test_export_with_app_env_copies_it_and_lists_only_its_keys(project, tmp_path
     export.export("nginx-uwsgi-tcp", str(dest), False, False, False,
                   settings(project, APP_ENV=str(env_file)))  # fmt: skip
     compose = (dest / "compose.yaml").read_text()
-    assert compose.count("path: ${APP_ENV:-./app.env}") == 2  # release, app
+    mount = "- ${APP_ENV:-./app.env}:/opt/flask-stacks/app.env:ro"
+    assert compose.count(mount) == 2  # release, app
     assert str(env_file) not in compose
     assert (dest / "app.env").read_text() == env_file.read_text()
     example = (dest / "app.env.example").read_text()
@@ -371,7 +420,8 @@ def test_export_with_app_env_copies_it_and_lists_only_its_keys(project, tmp_path
     assert "app.env" in (dest / ".gitignore").read_text().split()
     plain = tmp_path / "plain"
     export.export("nginx-uwsgi-tcp", str(plain), False, False, False, settings(project))
-    assert "path: ${APP_ENV:-/dev/null}" in (plain / "compose.yaml").read_text()
+    plain_compose = (plain / "compose.yaml").read_text()
+    assert "${APP_ENV:-/dev/null}:/opt/flask-stacks/app.env:ro" in plain_compose
     assert not (plain / "app.env").exists()
 
 
