@@ -441,6 +441,7 @@ class Export:
             )
         )
         server = app_server_line(self.stack)
+        secret_files = ", ".join(f"`{name}`" for name in self.app.secret_names)
         settings = (
             f"- `{ENV_FILE}`: your app's own settings (a copy of APP_ENV's file; git-ignored; its\n"
             f"  keys are in `{ENV_FILE}.example`), exported in every app container by app-env.sh.\n"
@@ -466,9 +467,10 @@ the app. Overlays included: {", ".join(included)}.
 What to edit:
 - `.env` (copy `.env.example`): the app's module, static folder, health path, data folder,
   release command, published ports. Defaults are this export's.
-{settings}- `secrets/secret_key`: made at export with random bytes; replace it with your own if you
-  have one. The folder is git-ignored (`.gitignore`); it reaches the app as
-  /run/secrets/secret_key (and as SECRET_KEY for the names in SECRETS_AS_ENV).
+{settings}- `secrets/`: {secret_files}, made at export with random bytes where missing;
+  replace each with your own value if you have one. The folder is git-ignored (`.gitignore`);
+  each file reaches the app as /run/secrets/<name>, named by <NAME>_FILE (and as <NAME> for
+  the names in SECRETS_AS_ENV).
 - {server}
 
 Files:
