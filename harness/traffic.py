@@ -39,6 +39,27 @@ def raw_request(base_url: str, data: bytes, timeout: float = 10) -> RawResponse:
     return RawResponse(int(match[1]), headers, body, raw)
 
 
+CLOSE = b"\r\nConnection: close\r\n\r\n"  # one request per connection: read to the end
+# Requests nginx itself refuses (snippets/server-defaults.conf's error_page), sent as raw bytes:
+# requests would refuse to send some of them. Each: the status expected, the bytes sent. None
+# depends on a route of the app's (any app's stack refuses them alike: test_your_app.py); the
+# missing static file needs a static folder that nginx serves.
+NGINX_REFUSALS = {
+    "a request line that is not HTTP": (400, b"GARBAGE\r\n\r\n"),
+    "a 64 KiB URI": (414, b"GET /" + b"a" * 65536 + b" HTTP/1.1\r\nHost: x\r\n\r\n"),
+    "a 17 KB cookie": (
+        400,
+        b"GET / HTTP/1.1\r\nHost: x\r\nCookie: c=" + b"a" * 17000 + b"\r\n\r\n",
+    ),
+    "a body over 10 MiB": (
+        413,
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10485761\r\n\r\n",
+    ),
+    "a missing static file": (404, b"GET /static/missing.txt HTTP/1.1\r\nHost: x\r\n\r\n"),
+    "nginx's error page itself": (404, b"GET /.flask-stacks/error HTTP/1.1\r\nHost: x\r\n\r\n"),
+}
+
+
 @dataclass
 class Result:
     status: int | None  # None: no HTTP answer (refused, reset, timed out)

@@ -111,6 +111,8 @@ def to_stack_file(rendered: dict, stack: str) -> tuple[dict, set[str]]:
             service.pop(key)
         mounts, refs = [], []
         for mount in service.pop("volumes", []):
+            if mount["type"] == "bind" and mount["source"] == os.devnull:
+                continue  # "none" (APP_ENV unset): app-env.sh finds no file and adds nothing
             if mount["type"] == "bind":
                 refs += bind_to_configs(stack, mount, configs)
             else:

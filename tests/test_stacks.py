@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from harness.compose import ROOT, Stack
-from harness.traffic import raw_request
+from harness.traffic import CLOSE, NGINX_REFUSALS, raw_request
 
 STATIC_FILE = ROOT / "shared/app/flask_stacks/static/hello.txt"
 
@@ -187,25 +187,6 @@ def test_echo_hashes_the_body(stack, base_url):
     response = requests.post(base_url + "/echo", data=body, timeout=30)
     assert response.status_code == 200, f"{stack.name}: POST 1 MiB -> {response.status_code}"
     assert response.json() == {"length": len(body), "sha256": hashlib.sha256(body).hexdigest()}
-
-
-CLOSE = b"\r\nConnection: close\r\n\r\n"  # one request per connection: read to the end
-# Requests nginx itself refuses (snippets/server-defaults.conf's error_page), sent as raw bytes:
-# requests would refuse to send some of them. Each: the status expected, the bytes sent.
-NGINX_REFUSALS = {
-    "a request line that is not HTTP": (400, b"GARBAGE\r\n\r\n"),
-    "a 64 KiB URI": (414, b"GET /" + b"a" * 65536 + b" HTTP/1.1\r\nHost: x\r\n\r\n"),
-    "a 17 KB cookie": (
-        400,
-        b"GET / HTTP/1.1\r\nHost: x\r\nCookie: c=" + b"a" * 17000 + b"\r\n\r\n",
-    ),
-    "a body over 10 MiB": (
-        413,
-        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10485761\r\n\r\n",
-    ),
-    "a missing static file": (404, b"GET /static/missing.txt HTTP/1.1\r\nHost: x\r\n\r\n"),
-    "nginx's error page itself": (404, b"GET /.flask-stacks/error HTTP/1.1\r\nHost: x\r\n\r\n"),
-}
 
 
 def test_nginx_errors_are_json_with_the_request_id(stack, base_url):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -49,6 +50,7 @@ from harness.compose import (
     start_stack,
     stop_stack,
 )
+from harness.traffic import CLOSE, NGINX_REFUSALS, raw_request
 
 
 @dataclass(frozen=True)
@@ -402,6 +404,22 @@ def test_health_path_and_static_file_through_nginx(stack: Target):
     # its content's hash in it (snippets/static-files.conf), an hour for any other
     cache = "max-age=31536000" if FINGERPRINTED.search(name) else "max-age=3600"
     assert static.headers.get("Cache-Control") == cache, static.headers
+
+
+def test_nginx_refuses_hostile_input_before_the_app(stack: Target):
+    """What nginx refuses itself (harness.traffic.NGINX_REFUSALS: a request line that is not
+    HTTP, a 64 KiB URI, a 17 KB cookie, a body over 10 MiB, its own error page; a missing
+    static file where nginx serves the static folder) gets nginx's JSON answer with its request
+    id, whatever the app: the app, which answers in its own shape, never saw the request."""
+    for case, (status, data) in NGINX_REFUSALS.items():
+        if case == "a missing static file" and not stack.app.static:
+            continue  # APP_STATIC empty: the app answers /static/ itself
+        answer = raw_request(stack.url, data.replace(b"\r\n\r\n", CLOSE, 1))
+        assert answer.status == status, f"{case} -> {answer.raw[:300]!r}"
+        assert answer.headers.get("content-type") == "application/json", (case, answer.headers)
+        body = json.loads(answer.body)
+        assert body.pop("request_id") == answer.headers["x-request-id"], f"{case}: {body}"
+        assert body.keys() == {"error", "status", "detail"} and body["status"] == status, body
 
 
 def test_every_process_unprivileged_and_locked_down(stack: Target):

@@ -110,3 +110,13 @@ def test_bad_replicas_and_stack_names_get_the_fix(capsys, monkeypatch):
         assert swarm.main() == 2
         assert message in capsys.readouterr().err
     assert os.access(ROOT / "scripts/swarm.py", os.X_OK)
+
+
+def test_the_null_settings_file_is_left_out():
+    """APP_ENV unset mounts /dev/null: nothing to ship, and app-env.sh then adds nothing."""
+    none = {"type": "bind", "source": "/dev/null", "target": "/opt/flask-stacks/app.env",
+            "read_only": True}  # fmt: skip
+    out, _ = swarm.to_stack_file(rendered(volumes=[none]), "demo")
+    nginx = out["services"]["nginx"]
+    targets = [m["target"] for m in nginx.get("volumes", []) + nginx.get("configs", [])]
+    assert "/opt/flask-stacks/app.env" not in targets and targets, targets
