@@ -25,6 +25,11 @@ ROOT = Path(__file__).resolve().parent.parent
 STACKS = sorted(p.parent.name for p in ROOT.glob("stacks/*/compose.yaml"))
 FAMILIES = sorted(p.name for p in ROOT.glob("docker-compose.*.yml"))
 UP_TIMEOUT = 300  # seconds; the first run builds the app image
+# the front's images, a tag per project that start_stack builds (compose variable -> repository)
+TEST_FRONT_IMAGES = {
+    "APP_NGINX_IMAGE": "flask-stacks-test/nginx",
+    "SINGLE_CONTAINER_IMAGE": "flask-stacks-test/single-container",
+}
 
 
 def docker_time(stamp: str) -> float:
@@ -535,15 +540,23 @@ def start_stack(
     pass the app's variables (APP, APP_MODULE... in `env` or the environment: harness.apps),
     False for a folder that sets its own (make export's). Raises StackError, with the logs,
     after taking down what started."""
+    project = f"{prefix}-{name.replace('.', '-')}-{uuid.uuid4().hex[:6]}"
+    # the images of the front (nginx, or the single container) under tags of this project's own:
+    # Compose labels each image it builds with its project, so another project's build of a
+    # shared tag gives it a new id, and the next `up` here would recreate the front on a new
+    # host port (the tests' base_url gone)
+    own_front = {var: f"{repo}:{project}" for var, repo in TEST_FRONT_IMAGES.items()}
+    own_front = own_front if build else {}
     stack = Stack(
         name=name,
         compose_file=compose_file or ROOT / "stacks" / name / "compose.yaml",
-        project=f"{prefix}-{name.replace('.', '-')}-{uuid.uuid4().hex[:6]}",
+        project=project,
         env={
             **os.environ,
             **images_env(),
             **ephemeral_ports(),
             **(app_env(env) if app_settings else {}),
+            **own_front,
             **(env or {}),
         },
         overlays=(*overlays, *(app_overlays(name, env) if app_settings else ())),
@@ -557,7 +570,12 @@ def start_stack(
 
 
 def stop_stack(stack: Stack) -> None:
-    """`docker compose down` with the project's volumes (the app's data too) and orphans."""
+    """`docker compose down` with the project's volumes (the app's data too) and orphans, and
+    the project's own tags of the front's images (the layers stay, shared with other tags)."""
     stack.compose(
         "down", "--volumes", "--remove-orphans", "--timeout", "40", check=False, timeout=120
     )
+    for var, repo in TEST_FRONT_IMAGES.items():
+        own = stack.env.get(var, "")
+        if own.startswith(repo + ":"):
+            subprocess.run(["docker", "image", "rm", own], capture_output=True, check=False)
