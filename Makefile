@@ -147,9 +147,9 @@ tune: ## the parameter search behind the servers' settings (SERVERS=nginx-uwsgi-
 	$(VENV)/python scripts/tune.py
 
 # stacks side by side: each stack's checks in one worker, PYTEST_WORKERS workers (docs/tests.md)
-# three on two cores: most of a check is waiting (timeouts, healthchecks, drains), and the load
-# lock keeps loads apart whatever the count (pytest 16:09 against 19:32 with two, clean clone)
-PYTEST_WORKERS ?= 3
+# four on two cores: most of a check is waiting (timeouts, healthchecks, drains), and the load
+# lock keeps loads apart whatever the count (pytest 15:03 against 16:58 with three, clean clone)
+PYTEST_WORKERS ?= 4
 test: $(if $(STACK),check-stack) ## run every test (STACK=<name>: the unit tests and that stack's checks)
 	@scripts/setup.sh all
 	$(VENV)/pytest -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder $(if $(STACK),--stack=$(STACK)) $(PYTEST_ARGS)
