@@ -25,10 +25,12 @@ ROOT = Path(__file__).resolve().parent.parent
 STACKS = sorted(p.parent.name for p in ROOT.glob("stacks/*/compose.yaml"))
 FAMILIES = sorted(p.name for p in ROOT.glob("docker-compose.*.yml"))
 UP_TIMEOUT = 300  # seconds; the first run builds the app image
-# the front's images, a tag per project that start_stack builds (compose variable -> repository)
-TEST_FRONT_IMAGES = {
+# every image a stack builds, a tag per project that start_stack builds (compose variable ->
+# repository); removed in the order written (the app image is the others' base)
+TEST_PROJECT_IMAGES = {
     "APP_NGINX_IMAGE": "flask-stacks-test/nginx",
     "SINGLE_CONTAINER_IMAGE": "flask-stacks-test/single-container",
+    "APP_IMAGE": "flask-stacks-test/app",
 }
 
 
@@ -533,20 +535,20 @@ def start_stack(
     prefix: str = "fs-test",
     app_settings: bool = True,
 ) -> Stack:
-    """`docker compose up --build --wait` under a unique project name (images are rebuilt only
-    when their inputs changed; `build=False` after `build_images`, e.g. to start several
-    stacks at once). `overlays`: compose files on top of the stack's; `env`: variables for
+    """`docker compose build`, then `up --wait`, under a unique project name (images are
+    rebuilt only when their inputs changed; `build=False` after `build_images`, e.g. to start
+    several stacks at once). `overlays`: compose files on top of the stack's; `env`: variables for
     compose; `prefix`: the project name's start (`fs-bench` for make bench); `app_settings`:
     pass the app's variables (APP, APP_MODULE... in `env` or the environment: harness.apps),
     False for a folder that sets its own (make export's). Raises StackError, with the logs,
     after taking down what started."""
     project = f"{prefix}-{name.replace('.', '-')}-{uuid.uuid4().hex[:6]}"
-    # the images of the front (nginx, or the single container) under tags of this project's own:
-    # Compose labels each image it builds with its project, so another project's build of a
-    # shared tag gives it a new id, and the next `up` here would recreate the front on a new
-    # host port (the tests' base_url gone)
-    own_front = {var: f"{repo}:{project}" for var, repo in TEST_FRONT_IMAGES.items()}
-    own_front = own_front if build else {}
+    # the images it builds under tags of this project's own: Compose labels each image it builds
+    # with its project, so another project's build of a shared tag gives it a new id, and the
+    # next `up` here recreates what runs it: the front on a new host port (the tests' base_url
+    # gone), or both of the pair's app servers at once (its nginx unhealthy, `up --wait` failed)
+    own_images = {var: f"{repo}:{project}" for var, repo in TEST_PROJECT_IMAGES.items()}
+    own_images = own_images if build else {}
     stack = Stack(
         name=name,
         compose_file=compose_file or ROOT / "stacks" / name / "compose.yaml",
@@ -556,13 +558,21 @@ def start_stack(
             **images_env(),
             **ephemeral_ports(),
             **(app_env(env) if app_settings else {}),
-            **own_front,
+            **own_images,
             **(env or {}),
         },
         overlays=(*overlays, *(app_overlays(name, env) if app_settings else ())),
     )
     try:
-        stack.up(*(["--build"] if build else []))
+        if build:
+            # built first, then a plain `up`: after `up --build`, the next plain `up` (restore(),
+            # a test's `finally`) found the pair's image changed (its three services build one
+            # image) and recreated both app servers at once, which turned its nginx unhealthy
+            # and failed that `up --wait` (a busy-core run of a71ed09)
+            result = stack.compose("build", check=False, timeout=UP_TIMEOUT)
+            if result.returncode:
+                raise StackError(f"{name}: `docker compose build` failed:\n{result.stderr[-5000:]}")
+        stack.up()
     except StackError:
         stop_stack(stack)
         raise
@@ -571,11 +581,11 @@ def start_stack(
 
 def stop_stack(stack: Stack) -> None:
     """`docker compose down` with the project's volumes (the app's data too) and orphans, and
-    the project's own tags of the front's images (the layers stay, shared with other tags)."""
+    the project's own tags of its images (the layers stay, shared with other tags)."""
     stack.compose(
         "down", "--volumes", "--remove-orphans", "--timeout", "40", check=False, timeout=120
     )
-    for var, repo in TEST_FRONT_IMAGES.items():
+    for var, repo in TEST_PROJECT_IMAGES.items():
         own = stack.env.get(var, "")
         if own.startswith(repo + ":"):
             subprocess.run(["docker", "image", "rm", own], capture_output=True, check=False)
