@@ -114,6 +114,16 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "app"
 
 
+def app_name(folder: Path) -> str:
+    """An app's name, from its folder (resolved): the folder's name and a hash of its path, so
+    two `app` folders never share an image, a project or a data volume."""
+    digest = hashlib.sha256(str(folder).encode()).hexdigest()[:8]
+    return f"{slug(folder.name)[:40]}-{digest}"
+
+
+IMAGE_REPOSITORY = "flask-stacks-app"  # the images of apps other than the demo: <it>/<name>:<tag>
+
+
 @dataclass(frozen=True)
 class App:
     folder: Path
@@ -132,29 +142,27 @@ class App:
 
     @property
     def name(self) -> str:
-        """Short and unique per folder: its name and a hash of its path (two `app` folders
-        never share an image, a project or a data volume)."""
-        if self.is_demo:
-            return "demo"
-        digest = hashlib.sha256(str(self.folder).encode()).hexdigest()[:8]
-        return f"{slug(self.folder.name)[:40]}-{digest}"
+        """Short and unique per folder (app_name)."""
+        return "demo" if self.is_demo else app_name(self.folder)
 
     @property
     def image(self) -> str:
-        return "flask-stacks/app:latest" if self.is_demo else f"flask-stacks-app/{self.name}:latest"
+        if self.is_demo:
+            return "flask-stacks/app:latest"
+        return f"{IMAGE_REPOSITORY}/{self.name}:latest"
 
     @property
     def nginx_image(self) -> str:
         """nginx with the app's static files (shared/nginx/Dockerfile)."""
         return (
-            "flask-stacks/nginx:latest" if self.is_demo else f"flask-stacks-app/{self.name}:nginx"
+            "flask-stacks/nginx:latest" if self.is_demo else f"{IMAGE_REPOSITORY}/{self.name}:nginx"
         )
 
     @property
     def single_container_image(self) -> str:
         if self.is_demo:
             return "flask-stacks/single-container:latest"
-        return f"flask-stacks-app/{self.name}:single-container"
+        return f"{IMAGE_REPOSITORY}/{self.name}:single-container"
 
     @property
     def secrets_dir(self) -> Path:

@@ -16,13 +16,14 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from harness import machine_load, metrics
+from harness import apps, machine_load, metrics
 from harness.compose import (
     ROOT,
     STACKS,
@@ -385,13 +386,36 @@ def pytest_testnodedown(node, error):
         node.config.stash[SWARM_CREATED] = True
 
 
+def remove_temporary_app_images(base: Path) -> list[str]:
+    """The images of the apps whose folders this run made under `base` (its temporary folders:
+    the real apps, their exports' builds, test_app_settings' app): named after their folder
+    (apps.app_name), new in every run, so removed at its end. `docker rmi` without force: an
+    image a container still uses stays. Returns the images removed."""
+    names = {
+        apps.app_name(path.resolve())
+        for path in base.rglob("*")
+        if path.is_dir() and len(path.relative_to(base).parts) <= 4
+    }
+    listed = subprocess.run(
+        ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}",
+         "--filter", f"reference={apps.IMAGE_REPOSITORY}/*"],
+        capture_output=True, text=True, check=False, timeout=60,
+    ).stdout.split()  # fmt: skip
+    ours = [image for image in listed if image.split(":")[0].split("/", 1)[1] in names]
+    if ours:
+        subprocess.run(["docker", "rmi", *ours], capture_output=True, check=False, timeout=300)
+    return ours
+
+
 def pytest_sessionfinish(session, exitstatus):
-    """In the controller, once every worker is done: leave a swarm the run made, and fail on
-    unexpected skips."""
+    """In the controller, once every worker is done: leave a swarm the run made, remove the
+    images of its temporary apps, and fail on unexpected skips."""
     if hasattr(session.config, "workerinput"):
         return
     if session.config.stash.get(SWARM_CREATED, False):
         leave_swarm()
+    # the run's base folder: the controller's, whose popen-gw* folders the workers use
+    remove_temporary_app_images(session.config._tmp_path_factory.getbasetemp())
     if UNEXPECTED_SKIPS and exitstatus == 0:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
