@@ -100,6 +100,9 @@ REAL_APPS = {
             "APP_RELEASE_CMD": FLASKR_CONFIG,
         },
         static_file="style.css",
+        # through make on the socket stack (its own flow, `make run` init-db, up/down/purge) and
+        # exported: ihatemoney is the real Flask app on every nginx stack
+        stacks=("nginx-uwsgi-socket",),
     ),
     "httpbin": RealApp(
         pins="httpbin.txt",
