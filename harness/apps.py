@@ -145,24 +145,22 @@ class App:
         """Short and unique per folder (app_name)."""
         return "demo" if self.is_demo else app_name(self.folder)
 
+    def _image(self, demo: str, tag: str) -> str:
+        """The demo app's image `demo`, or this app's: IMAGE_REPOSITORY/<name>:<tag>."""
+        return demo if self.is_demo else f"{IMAGE_REPOSITORY}/{self.name}:{tag}"
+
     @property
     def image(self) -> str:
-        if self.is_demo:
-            return "flask-stacks/app:latest"
-        return f"{IMAGE_REPOSITORY}/{self.name}:latest"
+        return self._image("flask-stacks/app:latest", "latest")
 
     @property
     def nginx_image(self) -> str:
         """nginx with the app's static files (shared/nginx/Dockerfile)."""
-        return (
-            "flask-stacks/nginx:latest" if self.is_demo else f"{IMAGE_REPOSITORY}/{self.name}:nginx"
-        )
+        return self._image("flask-stacks/nginx:latest", "nginx")
 
     @property
     def single_container_image(self) -> str:
-        if self.is_demo:
-            return "flask-stacks/single-container:latest"
-        return f"{IMAGE_REPOSITORY}/{self.name}:single-container"
+        return self._image("flask-stacks/single-container:latest", "single-container")
 
     @property
     def secrets_dir(self) -> Path:
