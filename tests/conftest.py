@@ -58,12 +58,8 @@ GROUP_ORDER = (
     "test_tls",
     "test_families",
 )
-# Within a stack's group: the contract first, what breaks the stack on purpose last. The
-# gevent stack's long-lived connections after that: its 1,000 WebSockets hold the load lock
-# alone for 75 s (they must outlive nginx's 60 s read timeout), and three other workers'
-# timed checks waited that long every run when it came early; at the end of the longest group
-# the other workers are mostly done (the wall time, not a bound, is what moves). Others: 1.
-MODULE_ORDER = {"test_stacks": 0, "test_hardening": 2, "test_failures": 3, "test_long_lived": 4}
+# Within a stack's group: the contract first, what breaks the stack on purpose last.
+MODULE_ORDER = {"test_stacks": 0, "test_hardening": 2, "test_failures": 3}  # others: 1
 
 
 class GroupsInOrder:
