@@ -326,6 +326,25 @@ class Stack:
         # single-container: the app's own lines are in this log too, so parse, not just match
         return self.wait_for_log(self.front, needle, timeout, parse=self._access_fields)
 
+    def app_services_serving(self, base_url: str, uri: str, count: int = 20) -> set[str]:
+        """The app services nginx passes `count` GETs of `uri`, sent now, to: its access log's
+        upstream addresses (both of a retried request), by service. Needs no route of the
+        app's own (/whoami), so it holds for any app."""
+        since = time.time() - 1
+        answers = [requests.get(base_url + uri, timeout=10) for _ in range(count)]
+        sent = {answer.headers["X-Request-ID"] for answer in answers}
+        service_at = {
+            network["IPAddress"]: service
+            for service in self.app_services()
+            for network in self.inspect(service)["NetworkSettings"]["Networks"].values()
+        }
+        served = set()
+        for fields in map(self._access_fields, self.logs(self.front, since=since).splitlines()):
+            if fields and fields["request_id"] in sent and fields["upstream"]:
+                for upstream in fields["upstream"].split(", "):
+                    served.add(service_at.get(upstream.rsplit(":", 1)[0], upstream))
+        return served
+
     def served(self, logs: str, uri: str, status: int) -> bool:
         """Whether nginx's access log lines in `logs` (either LOG_FORMAT) have a GET of `uri`
         answered `status`: a check that the log read is the one of the traffic sent."""
@@ -454,14 +473,14 @@ class Stack:
     def restore(self) -> list[str]:
         """After a test stopped, killed or recreated services: put every service back as the
         compose files describe (nothing is restarted that already is), and prove it: the front
-        door answers /healthz. Returns what had to change."""
+        door answers the app's HEALTH_PATH with a 2xx. Returns what had to change."""
         changed = [] if self.as_described() else self.recover()
-        url = self.base_url() + "/healthz"
+        url = self.base_url() + self.env.get("HEALTH_PATH", "/healthz")
         try:
-            status = requests.get(url, timeout=10).status_code
+            status = requests.get(url, timeout=10, allow_redirects=False).status_code
         except requests.RequestException as error:
             status = repr(error)
-        if status != 200:
+        if not isinstance(status, int) or not 200 <= status < 300:
             raise StackError(f"{self.name}: restored, but {url} answers {status}")
         return changed
 

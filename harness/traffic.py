@@ -101,8 +101,8 @@ def fetch_many(url: str, count: int, concurrency: int = 1, timeout: float = 10) 
 
 
 def failed(results: list[Result]) -> list[Result]:
-    """The requests that got no 200."""
-    return [r for r in results if r.status != 200]
+    """The requests that got no 2xx (an app's health route may answer 204)."""
+    return [r for r in results if not 200 <= r.status < 300]
 
 
 def summary(results: list[Result]) -> str:
@@ -203,7 +203,7 @@ class Stream:
         while time.monotonic() < deadline:
             run = 0
             for result in sorted(self.since(after), key=lambda r: r.at):
-                run = run + 1 if result.status == 200 else 0
+                run = run + 1 if 200 <= result.status < 300 else 0
                 if run >= count:
                     return result.at + result.seconds
             time.sleep(0.2)

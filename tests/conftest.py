@@ -102,6 +102,11 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "timed: a latency, rate or wall-clock bound: runs while no `load` test runs"
     )
+    config.addinivalue_line(
+        "markers",
+        "any_app: needs no knowledge of the app (its stream asks `probe`): `make test APP=...` "
+        "runs it on yours too",
+    )
     # every stack and overlay the tests start probes its health each 2 s, not each 5 s: a
     # start waits for its services' first probes (Docker 20.10 has no start_interval), so this
     # saves ~6 s per start (1 s probes loaded the busy CI machine enough to fail load tests).
@@ -149,16 +154,19 @@ def work_group(item: pytest.Item) -> str | None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """`--stack`: keep the unit tests and that stack's checks. APP set (`make test APP=...`):
-    keep the unit tests and test_your_app's checks of your app (the other modules check the
-    demo app's own routes). Every test gets the xdist group of the project it needs (before
-    xdist reads the groups; GroupsInOrder sorts by them)."""
+    keep the unit tests, test_your_app's checks and the `any_app` ones (the others check the
+    demo app's own routes), all on your app. Every test gets the xdist group of the project it
+    needs (before xdist reads the groups; GroupsInOrder sorts by them)."""
     chosen = config.getoption("--stack")
     yours = bool(os.environ.get("APP"))
     kept, dropped = [], []
     for item in items:
         unit = item.path.parent.name == "unit"
         if (chosen and not unit and stack_of(item) != chosen) or (
-            yours and not unit and item.module.__name__ != "test_your_app"
+            yours
+            and not unit
+            and item.module.__name__ != "test_your_app"
+            and not item.get_closest_marker("any_app")
         ):
             dropped.append(item)
             continue
@@ -240,7 +248,8 @@ def running_stack(request, images) -> Stack:
     log_format = "json" if request.param in JSON_LOG_STACKS else "text"
     env = {**TEST_ENV, "LOG_FORMAT": log_format}
     overlays: tuple = ()
-    if request.param in METRICS_STACKS:
+    # yours (APP set): the stack serves your app; its metrics are not the demo's (no METRICS)
+    if request.param in METRICS_STACKS and apps.from_settings().is_demo:
         env["METRICS"] = "1"
         overlays = (*metrics.overlays(request.param), ROOT / "tests/overlays/prometheus-fast.yaml")
         # test_metrics places nginx's own healthchecks between two scrapes from Docker's log of
@@ -282,6 +291,14 @@ def stack(running_stack: Stack) -> Stack:
 def base_url(stack: Stack) -> str:
     """The stack's front door on 127.0.0.1 (nginx, or the dev server's own port)."""
     return stack.base_url()
+
+
+@pytest.fixture(scope="session")
+def probe() -> str:
+    """What the `any_app` scenarios ask: the demo app's `/`, or your app's HEALTH_PATH (the one
+    route of yours known to answer 2xx, cheaply)."""
+    app = apps.from_settings()
+    return "/" if app.is_demo else app.health_path
 
 
 @pytest.fixture

@@ -1,12 +1,16 @@
-"""Your app behind every production stack: what holds for any Flask app, proven on real apps
+"""Your app behind every production stack: what holds for any WSGI app, proven on real apps
 this project did not write, and on yours.
 
-- Real apps, installed at test time from pinned source distributions on PyPI (hash-checked,
-  never edited): Flask's own tutorial app `flaskr` (app factory, SQLite in its instance folder,
-  an `init-db` command, register/login with sessions and redirects, its own static/) and
-  `httpbin` (a module-level app; redirects, cookies, request echo). Each is served with
-  `APP=<its folder>` on every stack with nginx in front, and exported with `make export` to a
-  folder outside the repository, brought up there with plain `docker compose`.
+- Real apps, installed at test time from PyPI, pinned and hash-checked, never edited: from
+  their source distributions, Flask's own tutorial app `flaskr` (app factory, SQLite in its
+  instance folder, an `init-db` command, register/login with sessions and redirects, its own
+  static/) and `httpbin` (a module-level app; redirects, cookies, request echo); installed as
+  their users ship them (a folder holding only a requirements.txt and a settings file),
+  `ihatemoney` (Flask, templates and static files inside its package, migrations, a REST API)
+  and `radicale` (a CalDAV server, WSGI but not Flask, its users in an htpasswd secret, its
+  JavaScript served by itself). Each is served with `APP=<its folder>` on every stack with
+  nginx in front (httpbin: one), and exported with `make export` to a folder outside the
+  repository, brought up there with plain `docker compose`.
 - Yours: `make test STACK=<stack> APP=path APP_MODULE=...` runs the checks that need no
   knowledge of the app (health, static files through nginx, hardening, secrets, data that
   survives a stop, graceful stop) against it instead (conftest.py: `--app`).
@@ -54,11 +58,12 @@ from harness.traffic import CLOSE, NGINX_REFUSALS, raw_request
 
 @dataclass(frozen=True)
 class RealApp:
-    """A Flask app written elsewhere, on PyPI, pinned and hash-checked (tests/real-apps/<pins>):
-    either its sdist, unpacked, with the folder in it to serve; or, `installed`, the app as its
-    users ship it: a folder of theirs holding only a requirements.txt (the pins) and the app's
-    own settings file (`files`), the app installed from PyPI when the image is built, its
-    settings named in an APP_ENV file beside the folder (`env`)."""
+    """A WSGI app written elsewhere (Flask or not), on PyPI, pinned and hash-checked
+    (tests/real-apps/<pins>): either its sdist, unpacked, with the folder in it to serve; or,
+    `installed`, the app as its users ship it: a folder of theirs holding only a
+    requirements.txt (the pins) and the app's own settings file (`files`), the app installed
+    from PyPI when the image is built, its settings named in an APP_ENV file beside the folder
+    (`env`)."""
 
     pins: str  # a requirements file in tests/real-apps/
     folder: str  # inside the unpacked sdist, or the user's folder's name (installed)
@@ -138,8 +143,37 @@ REAL_APPS = {
         },
         static_file="css/main.css",
     ),
+    # not Flask: a WSGI callable whose settings file is named by its own variable (APP_ENV),
+    # its users in an htpasswd secret, its data in files, its web interface's JavaScript
+    # served by itself (APP_STATIC empty: nginx passes /static/ on)
+    "radicale": RealApp(
+        pins="radicale.txt",
+        folder="radicale-deploy",
+        installed=True,
+        files=("radicale.cfg",),
+        env="RADICALE_CONFIG=/app/radicale.cfg\n",
+        settings={
+            "APP_MODULE": "radicale:application",
+            "APP_STATIC": "",
+            "HEALTH_PATH": "/.web/",
+            "APP_SECRETS": "htpasswd",  # /run/secrets/htpasswd, named in its settings file
+            "SECRETS_AS_ENV": "",
+        },
+    ),
 }
 IHATEMONEY_SITE_NAME = """Shared costs (it's "ours")"""
+RADICALE_USER = ("ada", "ada-calendar-password")  # a line of its htpasswd secret
+RADICALE_EVENT = """BEGIN:VCALENDAR\r
+VERSION:2.0\r
+PRODID:-//flask-stacks//tests//EN\r
+BEGIN:VEVENT\r
+UID:{uid}\r
+DTSTAMP:20261206T120000Z\r
+DTSTART:20261224T180000Z\r
+SUMMARY:Dinner kept by the data volume\r
+END:VEVENT\r
+END:VCALENDAR\r
+"""
 # what a developer's checkout holds beside the code and must not ship (Dockerfile.dockerignore):
 # written into each real app's folder before its image is built
 LOCAL_STATE = {
@@ -215,6 +249,22 @@ def fetch(app: RealApp, into: Path) -> Path:
         return folder
 
 
+def write_radicale_users(folder: Path) -> None:
+    """Radicale's htpasswd secret as its user writes it before the first up (left missing, the
+    stack would fill it with random bytes: no user could log in): a sha512-crypt line made by
+    openssl, replacing the file whole (a running Radicale rereads it on each login)."""
+    user, password = RADICALE_USER
+    digest = subprocess.run(
+        ["openssl", "passwd", "-6", "-stdin"], input=password, capture_output=True, text=True,
+        check=True,
+    ).stdout.strip()  # fmt: skip
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    staged = folder / "htpasswd.new"
+    staged.write_text(f"{user}:{digest}\n")
+    staged.chmod(0o644)  # as apps.ensure_secrets makes them: the container's user reads it
+    staged.rename(folder / "htpasswd")
+
+
 @dataclass
 class Target:
     """One app on one stack, up: where to reach it and what it is."""
@@ -234,9 +284,9 @@ class Target:
     def url(self) -> str:
         return self.stack.base_url()
 
-    def secret(self) -> str:
+    def secret(self, name: str = "secret_key") -> str:
         folder = self.exported / "secrets" if self.exported else self.app.secrets_dir
-        return (folder / "secret_key").read_text().strip()
+        return (folder / name).read_text().strip()
 
 
 @pytest.fixture(scope="session")
@@ -279,6 +329,8 @@ def stack(request, images, real_apps_folder, tmp_path_factory):
                 for path, text in LOCAL_STATE.items():
                     (folder / path).parent.mkdir(parents=True, exist_ok=True)
                     (folder / path).write_text(text)
+            if name == "radicale":
+                write_radicale_users(apps.from_settings(settings).secrets_dir)
             build_images(stacks_served_from(name, where), settings)
             built.touch()
     exported, via_make = None, where.startswith("make:")
@@ -287,6 +339,8 @@ def stack(request, images, real_apps_folder, tmp_path_factory):
         exported = tmp_path_factory.mktemp(f"export-{name}")  # outside the repository
         make("export", where, settings, DEST=str(exported))
         assert_stands_alone(exported)
+        if name == "radicale":  # the export made its secrets: its user writes this one
+            write_radicale_users(exported / "secrets")
         started = start_stack(
             where, compose_file=exported / "compose.yaml", app_settings=False,
             env={"FAULT_ROUTES": "0"},
@@ -455,27 +509,31 @@ PROCESS_ENV = (
 
 
 def test_secret_is_a_file_not_in_the_environment_or_image(stack: Target, real_apps_folder):
-    """The secret is the file /run/secrets/secret_key; in no service's `docker inspect`, no
-    image layer; in the app's processes as SECRET_KEY exactly when SECRETS_AS_ENV names it
-    (the README's words)."""
-    secret = stack.secret()
+    """Each secret of APP_SECRETS is the file /run/secrets/<name>, named by <NAME>_FILE; in no
+    service's `docker inspect`, no image layer; in the app's processes as <NAME> exactly when
+    SECRETS_AS_ENV names it (the README's words)."""
     app_service = stack.stack.app_services()[0]
-    assert stack.stack.exec(app_service, "cat", "/run/secrets/secret_key").strip() == secret
-    for service in stack.stack.services():
-        env = stack.stack.inspect(service)["Config"]["Env"]
-        assert not any(secret in entry for entry in env), f"{service}: the secret is in its env"
-    exported = "secret_key" in stack.app.secrets_as_env.split()
+    secrets = {name: stack.secret(name) for name in stack.app.secret_names}
     master = faults.app_server(stack.stack, app_service).master["pid"]
     process_env = stack.stack.exec(app_service, "python", "-c", PROCESS_ENV, str(master))
     assert "APP_MODULE=" in process_env, f"{app_service}: not the app server's env: {master}"
-    assert (f"SECRET_KEY={secret}" in process_env.splitlines()) == exported, (
-        f"SECRETS_AS_ENV={stack.app.secrets_as_env!r}: SECRET_KEY is "
-        f"{'missing from' if exported else 'in'} the app server's environment"
-    )
+    variables = process_env.splitlines()
+    for name, secret in secrets.items():
+        path = f"/run/secrets/{name}"
+        assert stack.stack.exec(app_service, "cat", path).strip() == secret, path
+        assert f"{name.upper()}_FILE={path}" in variables, f"{name.upper()}_FILE is not {path}"
+        for service in stack.stack.services():
+            env = stack.stack.inspect(service)["Config"]["Env"]
+            assert not any(secret in entry for entry in env), f"{service}: {name} in its env"
+        exported = name in stack.app.secrets_as_env.split()
+        assert (f"{name.upper()}={secret}" in variables) == exported, (
+            f"SECRETS_AS_ENV={stack.app.secrets_as_env!r}: {name.upper()} is "
+            f"{'missing from' if exported else 'in'} the app server's environment"
+        )
     image = stack.stack.inspect(app_service)["Config"]["Image"]
-    # once per app and secret in a run, whichever xdist worker comes first (a `docker save` takes
+    # once per app and secrets in a run, whichever xdist worker comes first (a `docker save` takes
     # seconds): each project tags the app's image anew (start_stack), its layers are the same
-    searched = hashlib.sha256(f"{stack.app.name} {secret}".encode()).hexdigest()[:16]
+    searched = hashlib.sha256(json.dumps([stack.app.name, secrets]).encode()).hexdigest()[:16]
     try:
         (real_apps_folder / f"saved-{searched}").touch(exist_ok=False)
     except FileExistsError:  # the same app on another stack: its layers were read already
@@ -484,9 +542,10 @@ def test_secret_is_a_file_not_in_the_environment_or_image(stack: Target, real_ap
         ["docker", "history", "--no-trunc", "--format", "{{.CreatedBy}}", image],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
-    assert secret not in history
     saved = subprocess.run(["docker", "save", image], capture_output=True, check=True).stdout
-    assert secret.encode() not in saved, f"{image}: a layer holds the secret"
+    for name, secret in secrets.items():
+        assert secret not in history, f"{image}: its history holds {name}"
+        assert secret.encode() not in saved, f"{image}: a layer holds {name}"
 
 
 def check_local_state_stays_out_of_the_image(stack: Target):
@@ -595,8 +654,47 @@ def check_the_apps_own_flow(stack: Target):
             response = requests.get(stack.url + probe, timeout=10)
             assert response.status_code == 200, f"{asset}: {response.status_code}"
             assert stack.stack.access_log(probe)["upstream"] is None, f"{asset}: not from nginx"
+    elif stack.name == "radicale":
+        user, password = RADICALE_USER
+        home = f"{stack.url}/{user}/"
+        assert requests.request("PROPFIND", home, timeout=10).status_code == 401, "no password"
+        wrong = requests.request("PROPFIND", home, auth=(user, "not-" + password), timeout=10)
+        assert wrong.status_code == 401, f"a wrong password: {wrong.status_code}"
+        others = requests.request("PROPFIND", f"{stack.url}/bob/", auth=RADICALE_USER, timeout=10)
+        assert others.status_code == 403, f"another user's calendars: {others.status_code}"
+        radicale_event(stack.url)
+        # its web interface and its JavaScript, served by the app itself (APP_STATIC empty)
+        page = requests.get(stack.url + "/.web/", timeout=10)
+        assert page.status_code == 200 and "Radicale" in page.text, page.text[:300]
+        scripts = re.findall(r'<script[^>]* src="([^"?]+)"', page.text)
+        assert scripts, page.text[:600]
+        for script in scripts:
+            probe = f"/.web/{script}?probe={uuid.uuid4().hex}"
+            response = requests.get(stack.url + probe, timeout=10)
+            assert response.status_code == 200, f"{probe}: {response.status_code}"
+            assert "javascript" in response.headers.get("Content-Type", ""), response.headers
+            assert stack.stack.access_log(probe)["upstream"], f"{probe}: not from the app"
     else:
         raise AssertionError(f"{stack.name}: no flow written for it")
+
+
+def radicale_event(url: str) -> str:
+    """A new calendar of RADICALE_USER's with an event in it, through CalDAV, read back; the
+    event's path under the user's collections."""
+    user = RADICALE_USER[0]
+    calendar = f"{user}/c{uuid.uuid4().hex[:8]}"
+    made = requests.request("MKCALENDAR", f"{url}/{calendar}/", auth=RADICALE_USER, timeout=10)
+    assert made.status_code == 201, f"MKCALENDAR: {made.status_code} {made.text[:300]}"
+    uid = uuid.uuid4().hex
+    event = f"{url}/{calendar}/event.ics"
+    put = requests.put(
+        event, data=RADICALE_EVENT.format(uid=uid), auth=RADICALE_USER, timeout=10,
+        headers={"Content-Type": "text/calendar; charset=utf-8"},
+    )  # fmt: skip
+    assert put.status_code == 201, f"PUT: {put.status_code} {put.text[:300]}"
+    read = requests.get(event, auth=RADICALE_USER, timeout=10)
+    assert read.status_code == 200 and f"UID:{uid}" in read.text, read.text[:300]
+    return f"{calendar}/event.ics"
 
 
 def ihatemoney_project(url: str) -> tuple[str, tuple[str, str]]:
@@ -719,6 +817,7 @@ def test_graceful_stop_then_data_survives_start(stack: Target, record):
     if user:
         flaskr_login(stack.url, user)
     project = ihatemoney_project(stack.url)[0] if stack.name == "ihatemoney" else ""
+    event = radicale_event(stack.url) if stack.name == "radicale" else ""
     # to nginx's container: through 127.0.0.1, Docker's proxy would accept each connection and
     # cut it once nginx is gone, which looks like a cut request
     url = stack.stack.container_url() + stack.app.health_path
@@ -792,3 +891,6 @@ def test_graceful_stop_then_data_survives_start(stack: Target, record):
     if project:  # in its SQLite file in the data volume (its settings file says where)
         projects = run_once(stack, IHATEMONEY_PROJECTS)
         assert project in projects, f"{project} is gone after down: {projects}"
+    if event:  # in its collections folder in the data volume (its settings file says where)
+        kept = run_once(stack, f"cat instance/collections/collection-root/{event}")
+        assert "SUMMARY:Dinner kept by the data volume" in kept, f"{event} is gone after down"
