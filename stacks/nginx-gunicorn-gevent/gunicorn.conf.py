@@ -6,7 +6,6 @@ Every setting: https://docs.gunicorn.org/en/stable/settings.html
 import multiprocessing
 import os
 
-import blinker  # Flask's own signals library: every Flask app has it
 import flask_stacks_logging  # LOG_FORMAT (shared/python/flask_stacks_logging.py), before the app
 import flask_stacks_metrics  # METRICS: every worker counts its requests (before the app too)
 import gevent
@@ -39,7 +38,14 @@ worker_tmp_dir = "/dev/shm"  # noqa: S108
 # then waits up to graceful_timeout for its connections, and cuts the WebSockets still open (1006)
 # after 30 s. This greenlet tells the app at once (the named blinker signal the demo app listens
 # to), which closes them with 1001, going away, and ends its event streams: clients reconnect.
+# An app without blinker (Flask's own signals library; a WSGI app that is not Flask may lack it)
+# has no listener either: nothing is sent.
 def post_worker_init(worker):
+    try:
+        import blinker
+    except ImportError:
+        return
+
     def announce_stop():
         while worker.alive:
             gevent.sleep(0.5)
