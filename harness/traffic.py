@@ -67,6 +67,11 @@ class Result:
     body: dict | str | None
     at: float = field(default=0.0)  # time.monotonic() when the request started
 
+    @property
+    def ok(self) -> bool:
+        """A 2xx answer (an app's health route may answer 204)."""
+        return self.status is not None and 200 <= self.status < 300
+
 
 def get(
     url: str, timeout: float = 10, verify: bool | str = True, host: str = ""
@@ -101,8 +106,8 @@ def fetch_many(url: str, count: int, concurrency: int = 1, timeout: float = 10) 
 
 
 def failed(results: list[Result]) -> list[Result]:
-    """The requests that got no 2xx (an app's health route may answer 204)."""
-    return [r for r in results if not 200 <= r.status < 300]
+    """The requests that got no 2xx, or no answer at all."""
+    return [r for r in results if not r.ok]
 
 
 def summary(results: list[Result]) -> str:
@@ -203,7 +208,7 @@ class Stream:
         while time.monotonic() < deadline:
             run = 0
             for result in sorted(self.since(after), key=lambda r: r.at):
-                run = run + 1 if 200 <= result.status < 300 else 0
+                run = run + 1 if result.ok else 0
                 if run >= count:
                     return result.at + result.seconds
             time.sleep(0.2)
