@@ -2,11 +2,15 @@
 The suite runs it with METRICS=1 (conftest's METRICS_STACKS): its last check stops the app
 server and waits for Prometheus' AppServerDown alert."""
 
+import json
+import subprocess
 import time
+import uuid
 
 import pytest
 import requests
 
+from harness.compose import ROOT
 from harness.metrics import Prometheus, alert_rule, config, seconds
 
 pytestmark = pytest.mark.stacks("nginx-uwsgi-tcp")
@@ -35,6 +39,42 @@ def test_stats_show_the_workers(stack):
     # reachable on the compose network too, as the seeds use it
     inside = stack.exec("nginx", "curl", "-fsS", "http://app:9191/")
     assert '"workers"' in inside
+
+
+def test_an_app_with_a_thread_running_at_fork_still_stops_gracefully(stack):
+    """uWSGI forks its workers from the master, which imported the app: a thread the import
+    left running (tests/apps/thread_at_fork.py) stayed "running" in every worker, whose graceful
+    exit then waited for it until Docker's SIGKILL, exit 137 (seen with ihatemoney: limits'
+    in-memory storage). base.ini's py-call-uwsgi-fork-hooks runs CPython's fork protocol."""
+    name = f"{stack.project}-thread-at-fork-{uuid.uuid4().hex[:6]}"
+    stack.compose(
+        "run", "--detach", "--no-deps", "--name", name,
+        "--volume", f"{ROOT / 'tests/apps'}:/opt/test-apps:ro",
+        "--env", "APP_MODULE=thread_at_fork:application",
+        "--env", "PYTHONPATH=/opt/flask-stacks/lib:/opt/test-apps",
+        "app",
+    )  # fmt: skip
+    try:
+
+        def state() -> dict:
+            inspected = subprocess.run(
+                ["docker", "inspect", "--format", "{{json .State}}", name],
+                capture_output=True, text=True, check=True, timeout=30,
+            )  # fmt: skip
+            return json.loads(inspected.stdout)
+
+        deadline = time.monotonic() + 90
+        while (state().get("Health") or {}).get("Status") != "healthy":
+            assert time.monotonic() < deadline, f"not healthy in 90 s: {state()}"
+            time.sleep(0.5)
+        # docker stop: SIGTERM (base.ini's graceful stop), SIGKILL after 20 s
+        subprocess.run(["docker", "stop", "--time", "20", name], check=True, timeout=60)
+        code = state()["ExitCode"]
+        logs = subprocess.run(["docker", "logs", "--tail", "12", name], capture_output=True,
+                              text=True, timeout=30)  # fmt: skip
+        assert code == 0, f"uWSGI exited {code}; its last lines:\n{logs.stdout}{logs.stderr}"
+    finally:
+        subprocess.run(["docker", "rm", "--force", name], capture_output=True, timeout=60)
 
 
 @pytest.mark.timed
