@@ -126,6 +126,8 @@ def create_app() -> Flask:
     MAX_BODY_BYTES  largest accepted request body (413 above it)
     WS_ALLOWED_ORIGINS   browser origins, besides the page's own, that may open /ws/echo
     WS_MAX_MESSAGE_BYTES largest WebSocket message (a bigger one closes it with 1009)
+    DATABASE_URL, REDIS_URL   set by the DB=postgres and QUEUE=redis overlays: /notes and
+                    /jobs (flask_stacks/services.py)
     FAULT_ROUTES    1: also serve /fault/hang, /fault/grow, /fault/collect and /fault/error,
                     which the tests use to make a worker stuck, leak, collect its garbage or
                     fail; never in production (default 0)
@@ -306,5 +308,11 @@ def create_app() -> Flask:
     def unexpected_error(error: Exception):
         app.logger.exception("unhandled error on %s %s", request.method, request.path)
         return http_error(InternalServerError())
+
+    # DB=postgres, QUEUE=redis (docs/services.md): their routes, only when they are on
+    if os.environ.get("DATABASE_URL") or os.environ.get("REDIS_URL"):
+        from flask_stacks import services
+
+        services.register(app)
 
     return app
