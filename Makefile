@@ -28,9 +28,10 @@ OVERLAYS = $(if $(TLS)$(ACME),-f $(TLS_OVERLAY)) $(if $(ACME),-f shared/compose/
 # the app's compose variables (image, build context, project name...), checked first: exit 2
 # with what to fix
 WITH_APP = app_env=$$(python3 scripts/app.py env $(STACK)) || exit 2; eval "$$app_env" &&
-# APP_SECRETS beyond secret_key: the compose file scripts/app.py wrote for them (none: nothing)
+# DB=postgres, QUEUE=redis, WORKER='...' (docs/services.md): their compose files; then the app's
+# own part of them and of APP_SECRETS: the compose file scripts/app.py wrote (none: nothing)
 COMPOSE = $(WITH_IMAGES) $(WITH_APP) docker compose -f stacks/$(STACK)/compose.yaml $(OVERLAYS) \
-          $${APP_SECRETS_FILE:+-f "$$APP_SECRETS_FILE"}
+          $$SERVICE_OVERLAYS $${APP_SECRETS_FILE:+-f "$$APP_SECRETS_FILE"}
 # `docker compose ps` format: "<service> http://127.0.0.1:<port>/" per published port
 PUBLISHED = '{{.Service}}{{range .Publishers}}{{if .PublishedPort}} {{if eq .TargetPort 8443}}https{{else}}http{{end}}://{{.URL}}:{{.PublishedPort}}/{{end}}{{end}}'
 

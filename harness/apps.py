@@ -75,6 +75,38 @@ SETTINGS = {
         "",
         "a file of your app's own settings (KEY=VALUE lines) for every container that runs it",
     ),
+    "DB": (
+        "",
+        "",
+        "postgres: PostgreSQL beside the app, which gets DATABASE_URL and DATABASE_PASSWORD_FILE "
+        "(docs/services.md); empty: none",
+    ),
+    "QUEUE": (
+        "",
+        "",
+        "redis: Redis beside the app, which gets REDIS_URL and REDIS_PASSWORD_FILE; empty: none",
+    ),
+    "WORKER": (
+        "",
+        "",
+        "a background worker's command, in the app's image (needs QUEUE), e.g. "
+        "WORKER='rq worker -c myapp.rq_settings'; empty: none",
+    ),
+}
+# DB= and QUEUE=: the service, its compose file, the app's secret for it (<NAME>_FILE in the app's
+# containers), the service's own secrets, and what the app is told (docs/services.md)
+SERVICES = {
+    "DB": {
+        "postgres": (
+            "postgres.yaml",
+            "database_password",
+            ("postgres_password",),
+            {"DATABASE_URL": "postgresql://app@postgres:5432/app"},
+        ),
+    },
+    "QUEUE": {
+        "redis": ("redis.yaml", "redis_password", (), {"REDIS_URL": "redis://redis:6379/0"}),
+    },
 }
 # What the stacks and the image set in the app's containers themselves (services.yaml's app
 # and release, flask-dev's FLASK_APP, single-container's allow-list; the Dockerfile's ENV): a
@@ -135,6 +167,23 @@ class App:
     secrets_as_env: str
     env_file: Path | None = None  # APP_ENV: the app's own settings, checked
     secret_names: tuple[str, ...] = ("secret_key",)  # APP_SECRETS, secret_key first
+    services: tuple[tuple[str, str], ...] = ()  # (DB, postgres), (QUEUE, redis): those on
+    worker: str = ""  # WORKER: the background worker's command
+
+    @property
+    def service_secret_names(self) -> tuple[str, ...]:
+        """The services' own secrets (the database superuser's): theirs, not the app's."""
+        return tuple(n for kind, name in self.services for n in SERVICES[kind][name][2])
+
+    @property
+    def secret_files(self) -> tuple[str, ...]:
+        """Every secret file the app's folder keeps: the app's, then its services' own."""
+        return (*self.secret_names, *self.service_secret_names)
+
+    def service_overlays(self) -> list[Path]:
+        """The compose files of the services that are on (shared/compose/), worker last."""
+        files = [ROOT / "shared/compose" / SERVICES[kind][name][0] for kind, name in self.services]
+        return files + ([ROOT / "shared/compose/worker.yaml"] if self.worker else [])
 
     @property
     def is_demo(self) -> bool:
@@ -179,15 +228,18 @@ class App:
         return hashlib.sha256(self.env_file.read_bytes()).hexdigest()
 
     def secrets_overlay(self, stack: str) -> Path | None:
-        """APP_SECRETS beyond secret_key on `stack`: a compose file that mounts each at
-        /run/secrets/<name> and sets <NAME>_FILE in every service that gets secret_key (the
-        app servers and the release step: the stack's own compose file says which), written as
-        JSON (which Compose reads as YAML) from the checked names into the app's secrets folder
-        (git-ignored), where the files are. None when there are none: nothing added."""
+        """The app's own part of APP_SECRETS beyond secret_key and of the services that are on
+        (DB, QUEUE, WORKER), on `stack`: a compose file that, in every service that gets
+        secret_key (the app servers and the release step: the stack's own compose file says
+        which) and the worker, mounts each secret at /run/secrets/<name> with <NAME>_FILE, sets
+        the services' addresses (DATABASE_URL, REDIS_URL: no password in them), and has the
+        release step wait for the services to be healthy. Written as JSON (which Compose reads
+        as YAML) from the checked settings into the app's secrets folder (git-ignored), where
+        the files are. None when there is nothing to add: nothing added."""
         extra = self.secret_names[1:]
-        if not extra:
+        if not extra and not self.services and not self.worker:
             return None
-        ensure_secrets(self.secrets_dir, self.secret_names)
+        ensure_secrets(self.secrets_dir, self.secret_files)
         config = subprocess.run(
             ["docker", "compose", "-f", str(ROOT / "stacks" / stack / "compose.yaml"),
              "config", "--no-interpolate", "--format", "json"],
@@ -200,17 +252,22 @@ class App:
             name
             for name, service in services.items()
             if any(s.get("source") == "secret_key" for s in service.get("secrets") or [])
-        )
-        overlay = {
-            "services": {
-                name: {
-                    "secrets": list(extra),
-                    "environment": {f"{n.upper()}_FILE": f"/run/secrets/{n}" for n in extra},
-                }
-                for name in getting
-            },
-            "secrets": {n: {"file": str(self.secrets_dir / n)} for n in extra},
-        }
+        ) + (["worker"] if self.worker else [])
+        addresses = {k: v for kind, name in self.services for k, v in SERVICES[kind][name][3].items()}
+        healthy = {name: {"condition": "service_healthy"} for _, name in self.services}
+        overlay: dict = {"services": {}}
+        for name in getting:
+            service: dict = {}
+            if extra:
+                service["secrets"] = list(extra)
+            environment = {f"{n.upper()}_FILE": f"/run/secrets/{n}" for n in extra}
+            if environment or addresses:
+                service["environment"] = {**environment, **addresses}
+            if name == "release" and healthy:
+                service["depends_on"] = healthy  # migrations need the database up
+            overlay["services"][name] = service
+        if extra:  # the services' own secrets: their compose files declare them
+            overlay["secrets"] = {n: {"file": str(self.secrets_dir / n)} for n in extra}
         path = self.secrets_dir / f"compose.{stack}.json"
         path.write_text(json.dumps(overlay, indent=2) + "\n")
         return path
@@ -247,6 +304,8 @@ class App:
             "APP_ENV": str(self.env_file or "/dev/null"),
             # its hash in the containers' config: a changed file recreates them at the next up
             "APP_ENV_SHA256": self.env_sha256,
+            # worker.yaml's command (only with WORKER: nothing else reads it)
+            **({"WORKER": self.worker} if self.worker else {}),
         }
 
 
@@ -309,6 +368,30 @@ def from_settings(env: Mapping[str, str] | None = None) -> App:
             )
         if name not in secret_names:
             secret_names.append(name)
+    services, service_keys = [], {}
+    for kind, choices in SERVICES.items():
+        chosen = value(kind)
+        if not chosen:
+            continue
+        if chosen not in choices:
+            raise AppError(
+                f"{kind}={chosen!r} is not one of {', '.join(choices)}: e.g. {kind}="
+                f"{next(iter(choices))} (docs/services.md), or leave it empty for none"
+            )
+        services.append((kind, chosen))
+        _, app_secret, _, addresses = choices[chosen]
+        if app_secret in secret_names:
+            raise AppError(
+                f"APP_SECRETS: {app_secret!r} is {kind}={chosen}'s own secret, made with it: "
+                "remove it from APP_SECRETS"
+            )
+        secret_names.append(app_secret)
+        service_keys.update({key: f"{kind}={chosen}" for key in addresses})
+    worker = value("WORKER")
+    if worker and not any(kind == "QUEUE" for kind, _ in services):
+        raise AppError(
+            f"WORKER={worker!r} needs a queue to take jobs from: add QUEUE=redis (docs/services.md)"
+        )
     env_file = None
     if value("APP_ENV") and value("APP_ENV") != "/dev/null":  # /dev/null: compose's "none"
         env_file = Path(value("APP_ENV")).expanduser().resolve()
@@ -317,7 +400,7 @@ def from_settings(env: Mapping[str, str] | None = None) -> App:
             for name in [*secret_names, *secrets_as_env.split()]
             for key in (name.upper(), name.upper() + "_FILE")
         }
-        read_env_file(env_file, value("APP_ENV"), secret_keys)
+        read_env_file(env_file, value("APP_ENV"), secret_keys, service_keys)
     return App(
         folder=folder,
         module=module,
@@ -328,10 +411,14 @@ def from_settings(env: Mapping[str, str] | None = None) -> App:
         secrets_as_env=secrets_as_env,
         env_file=env_file,
         secret_names=tuple(secret_names),
+        services=tuple(services),
+        worker=worker,
     )
 
 
-def read_env_file(path: Path, given: str, secret_keys: Mapping[str, str]) -> dict[str, str]:
+def read_env_file(
+    path: Path, given: str, secret_keys: Mapping[str, str], service_keys: Mapping[str, str] = {}
+) -> dict[str, str]:
     """APP_ENV's settings, read as Compose reads them with `format: raw` (docker run
     --env-file's rule): `KEY=VALUE` a line, the value exactly as written (no quotes removed,
     no $ expanded), blank lines and lines starting with # skipped. AppError names the line."""
@@ -367,6 +454,12 @@ def read_env_file(path: Path, given: str, secret_keys: Mapping[str, str]) -> dic
             raise AppError(
                 f"{where}: {key} is set by the stack itself; use the make variable "
                 f"{key}=... if it is one (docs/your-app.md), or rename your setting"
+            )
+        if key in service_keys:
+            raise AppError(
+                f"{where}: {key} is set by {service_keys[key]} (the service beside the app); "
+                f"remove it here, or leave {service_keys[key].split('=')[0]} unset to use a "
+                "service of your own (docs/services.md)"
             )
         if key in secret_keys:
             raise AppError(

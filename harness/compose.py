@@ -60,7 +60,7 @@ def app_env(settings: dict[str, str] | None = None) -> dict[str, str]:
     """The compose variables of the app the settings name (APP, APP_MODULE... default the
     environment's; none: the demo app), its secrets made if missing (harness.apps)."""
     app = apps.from_settings({**os.environ, **(settings or {})})
-    apps.ensure_secrets(app.secrets_dir, app.secret_names)
+    apps.ensure_secrets(app.secrets_dir, app.secret_files)
     return app.compose_env()
 
 

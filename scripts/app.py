@@ -12,7 +12,8 @@
                                    unhealthy container's last healthcheck answer)
 
 Settings come from the environment (APP, APP_MODULE, APP_STATIC, HEALTH_PATH, APP_DATA,
-APP_RELEASE_CMD, APP_SECRETS, SECRETS_AS_ENV, APP_ENV): docs/your-app.md. The logic:
+APP_RELEASE_CMD, APP_SECRETS, SECRETS_AS_ENV, APP_ENV): docs/your-app.md; the services
+beside it (DB, QUEUE, WORKER): docs/services.md. The logic:
 harness/apps.py.
 """
 
@@ -85,7 +86,7 @@ def main(argv: list[str]) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if argv[1] == "secrets":
-        for path in apps.ensure_secrets(app.secrets_dir, app.secret_names):
+        for path in apps.ensure_secrets(app.secrets_dir, app.secret_files):
             print(f"secret: {path.relative_to(apps.ROOT)} (kept if it was there; git ignores it)")
         return 0
     if argv[1] == "export":
@@ -115,6 +116,10 @@ def main(argv: list[str]) -> int:
         env["COMPOSE_PROJECT_NAME"] = app.project(argv[2])
         # APP_SECRETS beyond secret_key: the compose file that mounts them (make adds it)
         env["APP_SECRETS_FILE"] = str(overlay.relative_to(apps.ROOT)) if overlay else ""
+        # DB, QUEUE, WORKER: their compose files, as make's -f options (none: empty)
+        env["SERVICE_OVERLAYS"] = " ".join(
+            f"-f {path.relative_to(apps.ROOT)}" for path in app.service_overlays()
+        )
     for key, value in env.items():
         print(f"export {key}={shlex.quote(value)}")
     return 0

@@ -34,7 +34,7 @@ def test_off_the_demo_app_is_as_it_was(monkeypatch):
 
 def test_database_away_is_a_json_503(monkeypatch, closed_port, password_file):
     monkeypatch.setenv("DATABASE_URL", f"postgresql://app@127.0.0.1:{closed_port}/app")
-    monkeypatch.setenv("POSTGRES_PASSWORD_FILE", password_file)
+    monkeypatch.setenv("DATABASE_PASSWORD_FILE", password_file)
     monkeypatch.setenv("DB_POOL_SIZE", "1")
     client = create_app().test_client()
     response = client.post("/notes", data="hello")
@@ -67,7 +67,7 @@ def test_bad_job_is_a_400_that_says_what_to_send(monkeypatch, closed_port, passw
 
 def test_bad_note_is_a_400(monkeypatch, closed_port, password_file):
     monkeypatch.setenv("DATABASE_URL", f"postgresql://app@127.0.0.1:{closed_port}/app")
-    monkeypatch.setenv("POSTGRES_PASSWORD_FILE", password_file)
+    monkeypatch.setenv("DATABASE_PASSWORD_FILE", password_file)
     client = create_app().test_client()
     assert client.post("/notes", data="").status_code == 400
     assert client.post("/notes", data="x" * 10_001).status_code == 400
@@ -75,6 +75,6 @@ def test_bad_note_is_a_400(monkeypatch, closed_port, password_file):
 
 def test_missing_password_file_says_which(monkeypatch, closed_port, tmp_path):
     monkeypatch.setenv("DATABASE_URL", f"postgresql://app@127.0.0.1:{closed_port}/app")
-    monkeypatch.setenv("POSTGRES_PASSWORD_FILE", str(tmp_path / "missing"))
-    with pytest.raises(RuntimeError, match="POSTGRES_PASSWORD_FILE=.*cannot read"):
+    monkeypatch.setenv("DATABASE_PASSWORD_FILE", str(tmp_path / "missing"))
+    with pytest.raises(RuntimeError, match="DATABASE_PASSWORD_FILE=.*cannot read"):
         create_app()

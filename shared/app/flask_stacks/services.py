@@ -4,7 +4,7 @@ module is never imported and its dependencies (requirements-services.txt) are no
 
 Settings (from the overlays, never typed by hand):
 DATABASE_URL            postgresql://app@postgres:5432/app: no password in it
-POSTGRES_PASSWORD_FILE  the password, a secret file (added to the URL's parameters here)
+DATABASE_PASSWORD_FILE  the password, a secret file (added to the URL's parameters here)
 REDIS_URL               redis://redis:6379/0: no password in it
 REDIS_PASSWORD_FILE     its password, a secret file
 DB_POOL_SIZE            connections each app server process keeps at most (default 1: a
@@ -43,11 +43,11 @@ def _secret(variable: str) -> str:
 
 
 def database_conninfo() -> str:
-    """DATABASE_URL with the password from POSTGRES_PASSWORD_FILE, as libpq parameters (the
+    """DATABASE_URL with the password from DATABASE_PASSWORD_FILE, as libpq parameters (the
     password never becomes part of a URL that could be logged)."""
     from psycopg.conninfo import make_conninfo
 
-    return make_conninfo(os.environ["DATABASE_URL"], password=_secret("POSTGRES_PASSWORD_FILE"))
+    return make_conninfo(os.environ["DATABASE_URL"], password=_secret("DATABASE_PASSWORD_FILE"))
 
 
 def redis_connection():
@@ -99,7 +99,7 @@ def register(app: Flask) -> None:
     """Add the routes of the services that are on (their variables set). A password file that
     cannot be read stops the app at start (the release step shows it), not at a request."""
     if os.environ.get("DATABASE_URL"):
-        _secret("POSTGRES_PASSWORD_FILE")
+        _secret("DATABASE_PASSWORD_FILE")
         _register_database(app)
     if os.environ.get("REDIS_URL"):
         _secret("REDIS_PASSWORD_FILE")
