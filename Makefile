@@ -30,8 +30,9 @@ OVERLAYS = $(if $(TLS)$(ACME),-f $(TLS_OVERLAY)) $(if $(ACME),-f shared/compose/
 WITH_APP = app_env=$$(python3 scripts/app.py env $(STACK)) || exit 2; eval "$$app_env" &&
 # DB=postgres, QUEUE=redis, WORKER='...' (docs/services.md): their compose files; then the app's
 # own part of them and of APP_SECRETS: the compose file scripts/app.py wrote (none: nothing)
-COMPOSE = $(WITH_IMAGES) $(WITH_APP) docker compose -f stacks/$(STACK)/compose.yaml $(OVERLAYS) \
-          $$SERVICE_OVERLAYS $${APP_SECRETS_FILE:+-f "$$APP_SECRETS_FILE"}
+COMPOSE_FILES = -f stacks/$(STACK)/compose.yaml $(OVERLAYS) $$SERVICE_OVERLAYS \
+                $${APP_SECRETS_FILE:+-f "$$APP_SECRETS_FILE"}
+COMPOSE = $(WITH_IMAGES) $(WITH_APP) docker compose $(COMPOSE_FILES)
 # `docker compose ps` format: "<service> http://127.0.0.1:<port>/" per published port
 PUBLISHED = '{{.Service}}{{range .Publishers}}{{if .PublishedPort}} {{if eq .TargetPort 8443}}https{{else}}http{{end}}://{{.URL}}:{{.PublishedPort}}/{{end}}{{end}}'
 
@@ -39,6 +40,7 @@ PUBLISHED = '{{.Service}}{{range .Publishers}}{{if .PublishedPort}} {{if eq .Tar
 FAMILIES := $(patsubst docker-compose.%.yml,%,$(wildcard docker-compose.*.yml))
 
 .PHONY: help setup offline-images certs secrets up down purge run export logs ps lint bench tune test \
+        backup restore \
         test-unit \
         check-stack \
         swarm-up swarm-down \
@@ -112,6 +114,13 @@ FORCE ?=
 export: check-stack ## write DEST: a folder that runs STACK alone (APP=, TLS=1, ACME=1, METRICS=1; FORCE=1 overwrites)
 	@scripts/setup.sh venv
 	@$(VENV)/python scripts/app.py export $(STACK) "$(DEST)" $(if $(TLS),--tls) $(if $(ACME),--acme) $(if $(filter 1,$(METRICS)),--metrics) $(if $(FORCE),--force)
+
+FILE  ?=
+backup: check-stack ## DB=postgres: a dump of STACK's database in backups/ (pg_dump's custom format, checked)
+	@$(WITH_IMAGES) $(WITH_APP) scripts/db.sh backup $(STACK) $(COMPOSE_FILES)
+
+restore: check-stack ## DB=postgres FILE=backups/...dump: load it into a new database (FORCE=1 replaces tables, backed up first)
+	@$(WITH_IMAGES) $(WITH_APP) scripts/db.sh restore $(STACK) "$(FILE)" $(if $(FORCE),force) $(COMPOSE_FILES)
 
 logs: check-stack ## follow STACK's logs
 	@$(COMPOSE) logs --follow --tail 100

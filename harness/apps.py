@@ -92,6 +92,12 @@ SETTINGS = {
         "a background worker's command, in the app's image (needs QUEUE), e.g. "
         "WORKER='rq worker -c myapp.rq_settings'; empty: none",
     ),
+    "WORKER_HEALTHCHECK": (
+        "",
+        "",
+        "a shell command in the worker's container that exits 0 when it takes jobs (default for "
+        "rq: rq-health), e.g. WORKER_HEALTHCHECK='celery -A myapp inspect ping -d celery@$HOSTNAME'",
+    ),
 }
 # DB= and QUEUE=: the service, its compose file, the app's secret for it (<NAME>_FILE in the app's
 # containers), the service's own secrets, and what the app is told (docs/services.md)
@@ -153,6 +159,8 @@ def app_name(folder: Path) -> str:
     return f"{slug(folder.name)[:40]}-{digest}"
 
 
+# the demo app's requirements with DB= or QUEUE= on: its image (tagged `services`) installs them
+DEMO_SERVICES_REQUIREMENTS = "requirements-services.txt"
 IMAGE_REPOSITORY = "flask-stacks-app"  # the images of apps other than the demo: <it>/<name>:<tag>
 
 
@@ -169,6 +177,7 @@ class App:
     secret_names: tuple[str, ...] = ("secret_key",)  # APP_SECRETS, secret_key first
     services: tuple[tuple[str, str], ...] = ()  # (DB, postgres), (QUEUE, redis): those on
     worker: str = ""  # WORKER: the background worker's command
+    worker_healthcheck: str = ""  # WORKER_HEALTHCHECK, or rq's own
 
     @property
     def service_secret_names(self) -> tuple[str, ...]:
@@ -195,8 +204,11 @@ class App:
         return "demo" if self.is_demo else app_name(self.folder)
 
     def _image(self, demo: str, tag: str) -> str:
-        """The demo app's image `demo`, or this app's: IMAGE_REPOSITORY/<name>:<tag>."""
-        return demo if self.is_demo else f"{IMAGE_REPOSITORY}/{self.name}:{tag}"
+        """The demo app's image `demo` (tagged `services` when they are on: other packages),
+        or this app's: IMAGE_REPOSITORY/<name>:<tag>."""
+        if self.is_demo:
+            return demo.replace(":latest", ":services") if self.services else demo
+        return f"{IMAGE_REPOSITORY}/{self.name}:{tag}"
 
     @property
     def image(self) -> str:
@@ -258,6 +270,10 @@ class App:
         overlay: dict = {"services": {}}
         for name in getting:
             service: dict = {}
+            builds_app = "APP_MODULE" in ((services.get(name) or {}).get("build") or {}).get("args", {})
+            if self.is_demo and self.services and builds_app:
+                # the demo's clients of the services (shared/app/requirements-services.txt)
+                service["build"] = {"args": {"APP_REQUIREMENTS": DEMO_SERVICES_REQUIREMENTS}}
             if extra:
                 service["secrets"] = list(extra)
             environment = {f"{n.upper()}_FILE": f"/run/secrets/{n}" for n in extra}
@@ -305,7 +321,11 @@ class App:
             # its hash in the containers' config: a changed file recreates them at the next up
             "APP_ENV_SHA256": self.env_sha256,
             # worker.yaml's command (only with WORKER: nothing else reads it)
-            **({"WORKER": self.worker} if self.worker else {}),
+            **(
+                {"WORKER": self.worker, "WORKER_HEALTHCHECK": self.worker_healthcheck}
+                if self.worker
+                else {}
+            ),
         }
 
 
@@ -392,6 +412,16 @@ def from_settings(env: Mapping[str, str] | None = None) -> App:
         raise AppError(
             f"WORKER={worker!r} needs a queue to take jobs from: add QUEUE=redis (docs/services.md)"
         )
+    worker_healthcheck = value("WORKER_HEALTHCHECK")
+    if worker and not worker_healthcheck:
+        program = PurePosixPath((worker.split() or [""])[0]).name
+        if program != "rq":  # RQ's workers are found in Redis by hostname (shared/worker/)
+            raise AppError(
+                f"WORKER={worker!r}: say how to check that it takes jobs, a shell command that "
+                "exits 0 then, e.g. WORKER_HEALTHCHECK='celery -A myapp inspect ping -d "
+                "celery@$HOSTNAME' for Celery (docs/services.md)"
+            )
+        worker_healthcheck = "rq-health"
     env_file = None
     if value("APP_ENV") and value("APP_ENV") != "/dev/null":  # /dev/null: compose's "none"
         env_file = Path(value("APP_ENV")).expanduser().resolve()
@@ -413,6 +443,7 @@ def from_settings(env: Mapping[str, str] | None = None) -> App:
         secret_names=tuple(secret_names),
         services=tuple(services),
         worker=worker,
+        worker_healthcheck=worker_healthcheck if worker else "",
     )
 
 

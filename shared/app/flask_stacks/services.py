@@ -7,8 +7,9 @@ DATABASE_URL            postgresql://app@postgres:5432/app: no password in it
 DATABASE_PASSWORD_FILE  the password, a secret file (added to the URL's parameters here)
 REDIS_URL               redis://redis:6379/0: no password in it
 REDIS_PASSWORD_FILE     its password, a secret file
-DB_POOL_SIZE            connections each app server process keeps at most (default 1: a
-                        process of uWSGI or of a sync server serves one request at a time)
+DB_POOL_SIZE            connections each app server process keeps at most (default 1 where a
+                        process serves one request at a time, uWSGI's; 5 in a gevent worker,
+                        whose requests wait on the database side by side)
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ CREATE TABLE IF NOT EXISTS notes (
 """
 
 
-def _secret(variable: str) -> str:
+def secret(variable: str) -> str:
     """The content of the secret file `variable` names, stripped; a clear error without one."""
     path = os.environ.get(variable, "")
     if not path:
@@ -47,14 +48,24 @@ def database_conninfo() -> str:
     password never becomes part of a URL that could be logged)."""
     from psycopg.conninfo import make_conninfo
 
-    return make_conninfo(os.environ["DATABASE_URL"], password=_secret("DATABASE_PASSWORD_FILE"))
+    return make_conninfo(os.environ["DATABASE_URL"], password=secret("DATABASE_PASSWORD_FILE"))
 
 
 def redis_connection():
     """A Redis client for REDIS_URL, authenticated with REDIS_PASSWORD_FILE's password."""
     from redis import Redis
 
-    return Redis.from_url(os.environ["REDIS_URL"], password=_secret("REDIS_PASSWORD_FILE"))
+    return Redis.from_url(os.environ["REDIS_URL"], password=secret("REDIS_PASSWORD_FILE"))
+
+
+def default_pool_size() -> int:
+    """1 connection per process that serves one request at a time; 5 under gevent (its
+    monkey-patched sockets: many requests per process), which psycopg 3 yields to by itself."""
+    try:
+        from gevent import monkey
+    except ImportError:
+        return 1
+    return 5 if monkey.is_module_patched("socket") else 1
 
 
 class _Pool:
@@ -99,10 +110,10 @@ def register(app: Flask) -> None:
     """Add the routes of the services that are on (their variables set). A password file that
     cannot be read stops the app at start (the release step shows it), not at a request."""
     if os.environ.get("DATABASE_URL"):
-        _secret("DATABASE_PASSWORD_FILE")
+        secret("DATABASE_PASSWORD_FILE")
         _register_database(app)
     if os.environ.get("REDIS_URL"):
-        _secret("REDIS_PASSWORD_FILE")
+        secret("REDIS_PASSWORD_FILE")
         _register_queue(app)
 
 
@@ -110,7 +121,7 @@ def _register_database(app: Flask) -> None:
     import psycopg
     import psycopg_pool
 
-    pool = _Pool(int(os.environ.get("DB_POOL_SIZE", "1")))
+    pool = _Pool(int(os.environ.get("DB_POOL_SIZE") or default_pool_size()))
     notes = Blueprint("notes", __name__)
     create_migrate_command(app, pool)
 
