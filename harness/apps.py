@@ -96,7 +96,7 @@ SETTINGS = {
         "",
         "",
         "a shell command in the worker's container that exits 0 when it takes jobs (default for "
-        "rq: rq-health), e.g. WORKER_HEALTHCHECK='celery -A myapp inspect ping -d celery@$HOSTNAME'",
+        "rq: rq-health), e.g. 'celery -A myapp inspect ping -d celery@$HOSTNAME'",
     ),
 }
 # DB= and QUEUE=: the service, its compose file, the app's secret for it (<NAME>_FILE in the app's
@@ -265,12 +265,16 @@ class App:
             for name, service in services.items()
             if any(s.get("source") == "secret_key" for s in service.get("secrets") or [])
         ) + (["worker"] if self.worker else [])
-        addresses = {k: v for kind, name in self.services for k, v in SERVICES[kind][name][3].items()}
+        addresses = {
+            k: v for kind, name in self.services for k, v in SERVICES[kind][name][3].items()
+        }
         healthy = {name: {"condition": "service_healthy"} for _, name in self.services}
         overlay: dict = {"services": {}}
         for name in getting:
             service: dict = {}
-            builds_app = "APP_MODULE" in ((services.get(name) or {}).get("build") or {}).get("args", {})
+            builds_app = "APP_MODULE" in ((services.get(name) or {}).get("build") or {}).get(
+                "args", {}
+            )
             if self.is_demo and self.services and builds_app:
                 # the demo's clients of the services (shared/app/requirements-services.txt)
                 service["build"] = {"args": {"APP_REQUIREMENTS": DEMO_SERVICES_REQUIREMENTS}}

@@ -65,9 +65,11 @@ def app_env(settings: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def app_overlays(stack: str, settings: dict[str, str] | None = None) -> tuple[Path, ...]:
-    """The compose files the app adds to `stack`: its APP_SECRETS beyond secret_key, if any."""
-    overlay = apps.from_settings({**os.environ, **(settings or {})}).secrets_overlay(stack)
-    return (overlay,) if overlay else ()
+    """The compose files the app adds to `stack`: the services that are on (DB, QUEUE, WORKER),
+    then its own part of them and of APP_SECRETS beyond secret_key, if any (as make adds them)."""
+    app = apps.from_settings({**os.environ, **(settings or {})})
+    overlay = app.secrets_overlay(stack)
+    return (*app.service_overlays(), *((overlay,) if overlay else ()))
 
 
 def nginx_service(stack: str) -> bool:

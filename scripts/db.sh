@@ -31,7 +31,7 @@ fail() { echo "error: $*" >&2; exit 2; }
 
 # the overlay is on (make's DB=postgres added its file) and the database is running
 case " $* " in
-  *" shared/compose/postgres.yaml "*) ;;
+  *"shared/compose/postgres.yaml "*) ;;
   *) fail "make $action works on the stack's PostgreSQL: add DB=postgres (as for make up STACK=$stack DB=postgres)" ;;
 esac
 if ! "${compose[@]}" ps --status running --services 2>/dev/null | grep -qx postgres; then

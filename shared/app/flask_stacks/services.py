@@ -84,7 +84,7 @@ class _Pool:
                 min_size=0,  # nothing opened until a request needs it
                 max_size=self.size,
                 timeout=2,  # a request waits at most 2 s for a connection: then 503, not a pile-up
-                check=ConnectionPool.check_connection,  # a connection the server dropped is replaced
+                check=ConnectionPool.check_connection,  # one the server dropped is replaced
                 open=True,
             )
             self.pid = os.getpid()
