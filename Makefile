@@ -117,10 +117,10 @@ export: check-stack ## write DEST: a folder that runs STACK alone (APP=, TLS=1, 
 
 FILE  ?=
 backup: check-stack ## DB=postgres: a dump of STACK's database in backups/ (pg_dump's custom format, checked)
-	@$(WITH_IMAGES) $(WITH_APP) scripts/db.sh backup $(STACK) $(COMPOSE_FILES)
+	@$(WITH_IMAGES) $(WITH_APP) scripts/db.sh backup $(COMPOSE_FILES)
 
 restore: check-stack ## DB=postgres FILE=backups/...dump: load it into a new database (FORCE=1 replaces tables, backed up first)
-	@$(WITH_IMAGES) $(WITH_APP) scripts/db.sh restore $(STACK) "$(FILE)" $(if $(FORCE),force) $(COMPOSE_FILES)
+	@$(WITH_IMAGES) $(WITH_APP) scripts/db.sh restore "$(FILE)" $(if $(FORCE),force) $(COMPOSE_FILES)
 
 logs: check-stack ## follow STACK's logs
 	@$(COMPOSE) logs --follow --tail 100

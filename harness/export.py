@@ -29,7 +29,8 @@ from harness.compose import nginx_in_front
 
 ROOT = apps.ROOT
 # a ${VAR:-default} (or ${VAR-default}) reference; VARIABLE: a value that starts with one
-REFERENCE = r"\$\{(?P<name>[A-Z0-9_]+)(?P<op>:?-)(?P<default>[^}]*)\}"
+# (or ${VAR:?error}: a setting without a default, e.g. WORKER's, given one by set_defaults)
+REFERENCE = r"\$\{(?P<name>[A-Z0-9_]+)(?P<op>:?[-?])(?P<default>[^}]*)\}"
 VARIABLE = re.compile(rf"^{REFERENCE}(?P<rest>.*)$")
 # keys whose sequences Compose merges entry by entry (a mount by its target, a port as is)
 MERGED_BY = {
@@ -53,6 +54,8 @@ OTHER_WHYS = {
     "PROMETHEUS_IMAGE": "Prometheus' image: the official one (an LTS release)",
     "NGINX_EXPORTER_IMAGE": "the NGINX Prometheus exporter's image: the official one",
     "PROMETHEUS_PUBLISH": "the host address:port of Prometheus' query API and graphs: loopback",
+    "POSTGRES_IMAGE": "PostgreSQL's image: the official one (a data volume is bound to its major)",
+    "REDIS_IMAGE": "Redis' image: the official one",
 }
 ENV_FILE = "app.env"  # where an export keeps APP_ENV's settings
 PUBLISH_WHY = (
@@ -169,6 +172,11 @@ class Export:
         """Exported with METRICS=1's overlays (harness.metrics.overlays)."""
         return any(p.name.endswith("metrics.yaml") for p in self.overlays)
 
+    @property
+    def with_db(self) -> bool:
+        """Exported with DB=postgres: its backup tool comes along (postgres/db.sh)."""
+        return any(kind == "DB" for kind, _ in self.app.services)
+
     def __post_init__(self):
         self.yaml.preserve_quotes = True
         self.yaml.width = 4096
@@ -196,10 +204,17 @@ class Export:
             inside = "nginx/" + "/".join(parts[2:])
         elif parts[:2] == ("shared", "uwsgi"):
             inside = "uwsgi/" + "/".join(parts[2:])
-        elif parts[:2] in (("shared", "python"), ("shared", "prometheus")):
-            inside = "/".join(parts[1:])  # python/, prometheus/
+        elif parts[:2] in (
+            *(("shared", folder) for folder in ("python", "prometheus")),
+            *(
+                ("shared", folder) for folder in ("postgres", "redis", "worker")
+            ),  # DB, QUEUE, WORKER
+        ):
+            inside = "/".join(parts[1:])  # python/, prometheus/, postgres/, redis/, worker/
         elif parts[:2] in (("shared", "docker"), ("shared", "certbot")):
             inside = "docker/" + "/".join(parts[2:])
+        elif relative.as_posix() == "scripts/db.sh":  # make backup / restore's tool
+            inside = "postgres/db.sh"
         elif parts[0] == "stacks" and source.name == "default.conf":
             inside = "nginx/default.conf"
         elif parts[0] == "stacks" and source.suffix == ".ini":
@@ -363,7 +378,8 @@ class Export:
             def swap(match: re.Match) -> str:
                 name = match["name"]
                 if name in values:
-                    return f"${{{name}{match['op']}{values[name]}}}"
+                    op = match["op"] if "-" in match["op"] else ":-"  # ${VAR:?...}: now a default
+                    return f"${{{name}{op}{values[name]}}}"
                 return match[0]
 
             return re.sub(REFERENCE, swap, text)
@@ -441,7 +457,7 @@ class Export:
             )
         )
         server = app_server_line(self.stack)
-        secret_files = ", ".join(f"`{name}`" for name in self.app.secret_names)
+        secret_files = ", ".join(f"`{name}`" for name in self.app.secret_files)
         settings = (
             f"- `{ENV_FILE}`: your app's own settings (a copy of APP_ENV's file; git-ignored; its\n"
             f"  keys are in `{ENV_FILE}.example`), exported in every app container by app-env.sh.\n"
@@ -454,6 +470,20 @@ class Export:
                 "- `prometheus/`: Prometheus' config, alert rules and the app servers it scrapes;"
                 "\n  its query API and graphs on http://127.0.0.1:9090/ (PROMETHEUS_PUBLISH).\n"
             )
+        services = ""
+        if self.app.services or self.app.worker:
+            services = (
+                "- `postgres/`, `redis/`, `worker/`: the services beside the app (DB, QUEUE,"
+                "\n  WORKER; flask-stacks' docs/services.md): PostgreSQL's role for the app, Redis'"
+                "\n  config, the RQ worker's healthcheck."
+            )
+            if self.with_db:
+                services += (
+                    "\n  `postgres/db.sh backup` writes a dump to backups/ (git-ignored);"
+                    "\n  `postgres/db.sh restore backups/<file> [force]` loads one into a new"
+                    "\n  database."
+                )
+            services += "\n"
         return f"""# {self.stack}: exported by flask-stacks
 
 Serves {app} the way the `{self.stack}` stack does, with nothing outside this folder but
@@ -485,7 +515,7 @@ Files:
   image by `static-folder.py`, so files inside an installed package are served too).
 - `python/`: what the app servers import before the app: LOG_FORMAT (flask_stacks_logging.py)
   and METRICS (flask_stacks_metrics.py).
-{metrics}"""
+{metrics}{services}"""
 
     def write(self, force: bool) -> list[str]:
         """Write the folder; returns the files written. Refuses to overwrite without force."""
@@ -505,11 +535,18 @@ Files:
         outputs[".gitignore"] = (
             "# the secrets, the app's settings and the local .env stay on this machine\n"
             f"secrets/\n.env\n{ENV_FILE}\n"
+            + (
+                "# the database's dumps (postgres/db.sh backup)\n/backups/\n"
+                if self.with_db
+                else ""
+            )
         )
         if self.app.env_file:
             outputs[ENV_FILE] = self.app.env_file
             outputs[f"{ENV_FILE}.example"] = self.env_file_example()
         self.place(ROOT / "shared/docker/Dockerfile.dockerignore")  # beside the Dockerfile
+        if self.with_db:
+            self.place(ROOT / "scripts/db.sh")
         generated = {
             source: self.single_container_dockerfile(source)  # records what it copies
             for source in list(self.files)
@@ -543,8 +580,8 @@ Files:
                 shutil.copy2(content, target)
             else:
                 target.write_text(content)
-        apps.ensure_secrets(self.dest / "secrets", self.app.secret_names)
-        return sorted([*outputs, *(f"secrets/{name}" for name in self.app.secret_names)])
+        apps.ensure_secrets(self.dest / "secrets", self.app.secret_files)
+        return sorted([*outputs, *(f"secrets/{name}" for name in self.app.secret_files)])
 
 
 def app_server_line(stack: str) -> str:
@@ -586,7 +623,8 @@ def export(
         if not nginx_in_front(stack):
             raise ExportError(f"{stack} is for development: METRICS=1 works with the nginx stacks")
         overlays.extend(harness_metrics.overlays(stack))
-    secrets_overlay = app.secrets_overlay(stack)  # APP_SECRETS beyond secret_key
+    overlays.extend(app.service_overlays())  # DB, QUEUE, WORKER
+    secrets_overlay = app.secrets_overlay(stack)  # APP_SECRETS beyond secret_key, the services'
     if secrets_overlay:
         overlays.append(secrets_overlay)
     job = Export(stack=stack, dest=target, app=app, overlays=overlays)

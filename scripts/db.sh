@@ -3,8 +3,9 @@
 # tools, pg_dump and pg_restore, run in the stack's postgres container (their version is the
 # server's), the dump streamed to and from a file on the host.
 #
-#   scripts/db.sh backup  STACK                -f compose-file ...   (make passes the files)
-#   scripts/db.sh restore STACK FILE [force]   -f compose-file ...
+#   scripts/db.sh backup                [docker compose options: make passes -f and -p]
+#   scripts/db.sh restore FILE [force]   [docker compose options]
+# In an exported folder (make export DB=postgres) it is postgres/db.sh, run from that folder.
 #
 # A backup is one consistent snapshot (pg_dump reads the whole database in one transaction)
 # in pg_dump's custom format, written to backups/ (git-ignored) under a temporary name, checked
@@ -15,13 +16,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-usage() { sed -n '2,8p' "$0" >&2; exit 2; }
-[ $# -ge 2 ] || usage
-action=$1 stack=$2
-shift 2
+usage() { sed -n '2,9p' "$0" >&2; exit 2; }
+[ $# -ge 1 ] || usage
+action=$1
+shift
 file="" force=""
 if [ "$action" = restore ]; then
-  [ $# -ge 1 ] && [ "$1" != -f ] && { file=$1; shift; }
+  [ $# -ge 1 ] && [ "${1:0:1}" != - ] && { file=$1; shift; }
   [ $# -ge 1 ] && [ "$1" = force ] && { force=1; shift; }
 fi
 compose=(docker compose "$@")
@@ -29,13 +30,13 @@ backups=backups
 
 fail() { echo "error: $*" >&2; exit 2; }
 
-# the overlay is on (make's DB=postgres added its file) and the database is running
-case " $* " in
-  *"shared/compose/postgres.yaml "*) ;;
-  *) fail "make $action works on the stack's PostgreSQL: add DB=postgres (as for make up STACK=$stack DB=postgres)" ;;
-esac
+# the overlay is on (DB=postgres added its service) and the database is running
+project=$("${compose[@]}" config 2>/dev/null | sed -n 's/^name: //p')
+if ! "${compose[@]}" config --services 2>/dev/null | grep -qx postgres; then
+  fail "there is no PostgreSQL here: make $action needs DB=postgres, as make up had (e.g. make $action STACK=nginx-uwsgi-socket DB=postgres)"
+fi
 if ! "${compose[@]}" ps --status running --services 2>/dev/null | grep -qx postgres; then
-  fail "$stack's PostgreSQL is not running: make up STACK=$stack DB=postgres first (its data volume is kept by make down)"
+  fail "${project:-the stack}'s PostgreSQL is not running: start it first (make up ... DB=postgres; in an export, docker compose up --wait); its data volume is kept while it is down"
 fi
 # the superuser, through the container's own unix socket (trusted there: no password)
 psql() { "${compose[@]}" exec -T postgres psql -U postgres -v ON_ERROR_STOP=1 -X -q "$@"; }
@@ -44,7 +45,7 @@ backup() {  # $1: what the file name says after the project and the time
   mkdir -p "$backups"
   local stamp name
   stamp=$(date -u +%Y%m%dT%H%M%SZ)
-  name="$backups/${COMPOSE_PROJECT_NAME:-$stack}-$stamp${1:+-$1}.dump"
+  name="$backups/${project:-postgres}-$stamp${1:+-$1}.dump"
   # -Fc: compressed, and pg_restore can load it selectively and in one transaction
   if ! "${compose[@]}" exec -T postgres pg_dump -U postgres -d app -Fc > "$name.partial"; then
     rm -f "$name.partial"
@@ -67,16 +68,16 @@ tables() {  # the user's tables, views and sequences in the app's database
 case "$action" in
   backup)
     name=$(backup "")
-    echo "backup: $name ($(du -h "$name" | cut -f1); restore with make restore STACK=$stack DB=postgres FILE=$name)"
+    echo "backup: $name ($(du -h "$name" | cut -f1); make restore ... FILE=$name loads it)"
     ;;
   restore)
-    [ -n "$file" ] || fail "FILE is empty: make restore STACK=$stack DB=postgres FILE=backups/<name>.dump"
+    [ -n "$file" ] || fail "FILE is empty: make restore STACK=... DB=postgres FILE=backups/<name>.dump"
     [ -f "$file" ] || fail "FILE=$file: no such file"
     "${compose[@]}" exec -T postgres pg_restore --list < "$file" > /dev/null 2>&1 \
       || fail "FILE=$file is not a dump pg_restore reads (make backup writes them: pg_dump -Fc)"
     count=$(tables)
     if [ "$count" != 0 ]; then
-      [ -n "$force" ] || fail "$stack's database holds $count tables, views or sequences: \
+      [ -n "$force" ] || fail "${project:-the stack}'s database holds $count tables, views or sequences: \
 a restore replaces them. FORCE=1 does it, after a backup of what is there now"
       saved=$(backup before-restore)
       echo "backup of the database being replaced: $saved"
@@ -90,11 +91,11 @@ a restore replaces them. FORCE=1 does it, after a backup of what is there now"
     psql -d postgres -c 'DROP DATABASE IF EXISTS app WITH (FORCE)' -c 'CREATE DATABASE app OWNER app'
     if ! "${compose[@]}" exec -T postgres pg_restore -U postgres -d app --role=app --no-owner \
          --single-transaction --exit-on-error < "$file"; then
-      echo "error: pg_restore failed (above): $stack's database is empty${saved:+; what it held is in $saved}" >&2
+      echo "error: pg_restore failed (above): the database is empty${saved:+; what it held is in $saved}" >&2
       exit 1
     fi
     "${compose[@]}" up --detach --wait --wait-timeout 180
-    echo "restored $file into $stack's database"
+    echo "restored $file into ${project:-the stack}'s database"
     ;;
   *) usage ;;
 esac

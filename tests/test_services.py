@@ -296,7 +296,7 @@ def db(stack: Stack, *args: str) -> subprocess.CompletedProcess:
     """scripts/db.sh as `make backup` / `make restore` run it, on this project."""
     files = [a for path in (stack.compose_file, *stack.overlays) for a in ("-f", str(path))]
     return subprocess.run(
-        [str(ROOT / "scripts/db.sh"), args[0], stack.name, *args[1:], *files, "-p", stack.project],
+        [str(ROOT / "scripts/db.sh"), *args, *files, "-p", stack.project],
         env={**stack.env, "COMPOSE_PROJECT_NAME": stack.project},
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
