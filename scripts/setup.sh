@@ -15,6 +15,10 @@ DEFAULT_PEBBLE_IMAGE=ghcr.io/letsencrypt/pebble:2.6.0  # ACME test server (tests
 # METRICS=1 (shared/compose/metrics.yaml): Prometheus 3.13 is an LTS release (to July 2027)
 DEFAULT_PROMETHEUS_IMAGE=prom/prometheus:v3.13.2
 DEFAULT_NGINX_EXPORTER_IMAGE=nginx/nginx-prometheus-exporter:1.4.1
+# DB=postgres, QUEUE=redis (docs/services.md): PostgreSQL 17 (Debian trixie's, so that the
+# stand-in's data directory is the official image's), Redis 8
+DEFAULT_POSTGRES_IMAGE=postgres:17.12-trixie
+DEFAULT_REDIS_IMAGE=redis:8.10.2-trixie
 STANDIN_SUITE=trixie                      # same Debian release as the official images above
 IMAGES_ENV=.images.env                    # what the Makefile and tests pass to compose
 
@@ -137,10 +141,13 @@ saved_images_ok() {
       flask-stacks-standin/pebble:*) [ "$value" = "$PEBBLE_STANDIN" ] || return 1 ;;
       flask-stacks-standin/prometheus:*) [ "$value" = "$PROMETHEUS_STANDIN" ] || return 1 ;;
       flask-stacks-standin/nginx-exporter:*) [ "$value" = "$NGINX_EXPORTER_STANDIN" ] || return 1 ;;
+      flask-stacks-standin/postgres:*) [ "$value" = "$POSTGRES_STANDIN" ] || return 1 ;;
+      flask-stacks-standin/redis:*) [ "$value" = "$REDIS_STANDIN" ] || return 1 ;;
     esac
     image_present "$value" || return 1
   done <"$IMAGES_ENV"
-  for key in PYTHON_IMAGE NGINX_IMAGE CERTBOT_IMAGE PEBBLE_IMAGE PROMETHEUS_IMAGE NGINX_EXPORTER_IMAGE; do  # an older file lacks some
+  for key in PYTHON_IMAGE NGINX_IMAGE CERTBOT_IMAGE PEBBLE_IMAGE PROMETHEUS_IMAGE \
+             NGINX_EXPORTER_IMAGE POSTGRES_IMAGE REDIS_IMAGE; do  # an older file lacks some
     grep -q "^$key=" "$IMAGES_ENV" || return 1
   done
 }
@@ -159,6 +166,8 @@ ensure_images() {
   PEBBLE_STANDIN=$(standin_tag pebble "$STANDIN_SUITE")
   PROMETHEUS_STANDIN=$(standin_tag prometheus "$STANDIN_SUITE")
   NGINX_EXPORTER_STANDIN=$(standin_tag nginx-exporter "$STANDIN_SUITE")
+  POSTGRES_STANDIN=$(standin_tag postgres "17-$STANDIN_SUITE")
+  REDIS_STANDIN=$(standin_tag redis "8-$STANDIN_SUITE")
   saved_images_ok && return 0
   local env
   env=$(resolve_image PYTHON_IMAGE "$DEFAULT_PYTHON_IMAGE" python "$PYTHON_STANDIN"
@@ -166,7 +175,9 @@ ensure_images() {
         resolve_image CERTBOT_IMAGE "$DEFAULT_CERTBOT_IMAGE" certbot "$CERTBOT_STANDIN"
         resolve_image PEBBLE_IMAGE "$DEFAULT_PEBBLE_IMAGE" pebble "$PEBBLE_STANDIN"
         resolve_image PROMETHEUS_IMAGE "$DEFAULT_PROMETHEUS_IMAGE" prometheus "$PROMETHEUS_STANDIN"
-        resolve_image NGINX_EXPORTER_IMAGE "$DEFAULT_NGINX_EXPORTER_IMAGE" nginx-exporter "$NGINX_EXPORTER_STANDIN")
+        resolve_image NGINX_EXPORTER_IMAGE "$DEFAULT_NGINX_EXPORTER_IMAGE" nginx-exporter "$NGINX_EXPORTER_STANDIN"
+        resolve_image POSTGRES_IMAGE "$DEFAULT_POSTGRES_IMAGE" postgres "$POSTGRES_STANDIN"
+        resolve_image REDIS_IMAGE "$DEFAULT_REDIS_IMAGE" redis "$REDIS_STANDIN")
   if [ "$env" != "$(cat "$IMAGES_ENV" 2>/dev/null)" ]; then
     printf '%s\n' "$env" >"$IMAGES_ENV"
     log "base images: $(echo "$env" | tr '\n' ' ')"
