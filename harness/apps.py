@@ -272,9 +272,8 @@ class App:
         overlay: dict = {"services": {}}
         for name in getting:
             service: dict = {}
-            builds_app = "APP_MODULE" in ((services.get(name) or {}).get("build") or {}).get(
-                "args", {}
-            )
+            build = (services.get(name) or {}).get("build") or {}
+            builds_app = name == "worker" or "APP_MODULE" in build.get("args", {})
             if self.is_demo and self.services and builds_app:
                 # the demo's clients of the services (shared/app/requirements-services.txt)
                 service["build"] = {"args": {"APP_REQUIREMENTS": DEMO_SERVICES_REQUIREMENTS}}
