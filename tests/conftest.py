@@ -52,6 +52,7 @@ GROUP_ORDER = (
     "test_swarm",
     "<stack>",
     "test_your_app",
+    "test_services",
     "test_app_settings",
     "test_acme",
     "test_bench",
