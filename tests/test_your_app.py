@@ -85,13 +85,11 @@ FLASKR_USERS = (
     "python -c \"import sqlite3; print(sqlite3.connect('instance/flaskr.sqlite')"
     ".execute('select username from user').fetchall())\""
 )
+# through ihatemoney's own models and settings (app-env exports its APP_ENV file): its SQLite
+# file, or PostgreSQL with DB=postgres
 IHATEMONEY_STORED_HASH = (
-    "import sqlite3, sys; print(sqlite3.connect('instance/ihatemoney.db')"
-    ".execute('select password from project where id = ?', (sys.argv[1],)).fetchone()[0])"
-)
-IHATEMONEY_PROJECTS = (
-    "python -c \"import sqlite3; print(sqlite3.connect('instance/ihatemoney.db')"
-    ".execute('select id from project').fetchall())\""
+    "import sys; from ihatemoney.run import create_app; from ihatemoney.models import Project, db\n"
+    "with create_app().app_context(): print(db.session.get(Project, sys.argv[1]).password)"
 )
 REAL_APPS = {
     "flaskr": RealApp(
@@ -136,6 +134,8 @@ REAL_APPS = {
             'IHATEMONEY_SITE_NAME=Shared costs (it\'s "ours")\n'
         ),
         settings={
+            # its users' database (its [database] extra): PostgreSQL beside it (docs/services.md)
+            "DB": "postgres",
             "APP_MODULE": "ihatemoney.wsgi:application",
             "APP_STATIC": "ihatemoney:static",  # inside the installed package
             "HEALTH_PATH": "/healthcheck",
@@ -638,7 +638,12 @@ def check_the_apps_own_flow(stack: Target):
         # its settings file read from the secret file
         token = requests.get(f"{stack.url}/api/projects/{project}/token", auth=auth, timeout=10)
         password_hash = stack.stack.exec(
-            stack.stack.app_services()[0], "python", "-c", IHATEMONEY_STORED_HASH, project
+            stack.stack.app_services()[0],
+            "app-env",
+            "python",
+            "-c",
+            IHATEMONEY_STORED_HASH,
+            project,
         ).strip()
         signer = URLSafeSerializer(stack.secret() + password_hash, salt="auth")
         assert signer.loads(token.json()["token"]) == [project], token.text
@@ -890,9 +895,11 @@ def test_graceful_stop_then_data_survives_start(stack: Target, record):
     if user:
         users = run_once(stack, FLASKR_USERS)
         assert user in users, f"{user} is gone after down: {users}"
-    if project:  # in its SQLite file in the data volume (its settings file says where)
-        projects = run_once(stack, IHATEMONEY_PROJECTS)
-        assert project in projects, f"{project} is gone after down: {projects}"
+    if project:  # in PostgreSQL's volume (DB=postgres): served again after up
+        stack.stack.up()
+        kept = requests.get(f"{stack.stack.base_url()}/api/projects/{project}",
+                            auth=(project, "pw-" + project), timeout=10)  # fmt: skip
+        assert kept.status_code == 200, f"{project} is gone after down: {kept.status_code}"
     if event:  # in its collections folder in the data volume (its settings file says where)
         kept = run_once(stack, f"cat instance/collections/collection-root/{event}")
         assert "SUMMARY:Dinner kept by the data volume" in kept, f"{event} is gone after down"
