@@ -7,6 +7,10 @@ so that the password is in no command line, URL or log.
 import os
 from urllib.parse import urlsplit
 
+# LOG_FORMAT=json: the root logger writes JSON lines, as the app servers' do; RQ then adds no
+# handler of its own (it only does when none is effective). Mounted on PYTHONPATH by the stacks.
+import flask_stacks_logging  # noqa: F401
+
 from flask_stacks.services import secret
 
 _url = urlsplit(os.environ["REDIS_URL"])
