@@ -53,7 +53,9 @@ def pytest_generate_tests(metafunc):
 @pytest.fixture(scope="module")
 def stack(request, images) -> Stack:
     """The stack with the three overlays on, the demo app using them; always taken down."""
-    started = start_stack(request.param, env=SETTINGS)
+    # LOG_FORMAT=json on the faults' stack: the worker logs as the app servers do
+    log_format = "json" if request.param == SERVICES_FAULTS_STACK else "text"
+    started = start_stack(request.param, env={**SETTINGS, "LOG_FORMAT": log_format})
     try:
         yield started
     finally:
@@ -157,6 +159,7 @@ FAULTS = {
     "test_redis_killed_with_jobs_queued_runs_them_afterwards",
     "test_a_worker_stopped_mid_job_finishes_it_first",
     "test_a_killed_workers_job_is_run_again",
+    "test_the_worker_logs_json_lines_like_the_app_servers",
     "test_the_release_step_ran_after_the_database_was_healthy",
     "test_backup_then_restore_brings_back_what_was_written",
 }
@@ -336,3 +339,17 @@ def test_a_killed_workers_job_is_run_again(stack, base_url, record):
     record(
         stack, "worker kill -9 mid-job", f"the job ran again, finished {took:.0f} s after the kill"
     )
+
+
+def test_the_worker_logs_json_lines_like_the_app_servers(stack, base_url):
+    """LOG_FORMAT=json: the worker's records (RQ's own and the job's) are JSON lines."""
+    job_id = run_job(base_url, [1, 1])
+    wait_finished(base_url, job_id, timeout=30)
+    lines = [line for line in stack.logs("worker").splitlines() if line.strip()]
+    records = []
+    for line in lines:
+        try:
+            records.append(json.loads(line[line.index("{") :]))
+        except ValueError:
+            raise AssertionError(f"not a JSON line: {line!r}") from None
+    assert any(r.get("logger", "").startswith("rq") and job_id in r["message"] for r in records)
