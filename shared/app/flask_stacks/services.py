@@ -14,6 +14,7 @@ DB_POOL_SIZE            connections each app server process keeps at most (defau
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -51,8 +52,10 @@ def database_conninfo() -> str:
     return make_conninfo(os.environ["DATABASE_URL"], password=secret("DATABASE_PASSWORD_FILE"))
 
 
+@functools.cache
 def redis_connection():
-    """A Redis client for REDIS_URL, authenticated with REDIS_PASSWORD_FILE's password."""
+    """The process's Redis client for REDIS_URL, authenticated with REDIS_PASSWORD_FILE's
+    password: one pool of connections, which redis-py re-makes in a forked child."""
     from redis import Redis
 
     return Redis.from_url(os.environ["REDIS_URL"], password=secret("REDIS_PASSWORD_FILE"))
