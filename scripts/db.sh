@@ -31,8 +31,10 @@ backups=backups
 fail() { echo "error: $*" >&2; exit 2; }
 
 # the overlay is on (DB=postgres added its service) and the database is running
+services=$("${compose[@]}" config --services 2>&1) \
+  || fail "docker compose cannot read the stack's files (its options: $*): $services"
 project=$("${compose[@]}" config 2>/dev/null | sed -n 's/^name: //p')
-if ! "${compose[@]}" config --services 2>/dev/null | grep -qx postgres; then
+if ! grep -qx postgres <<<"$services"; then
   fail "there is no PostgreSQL here: make $action needs DB=postgres, as make up had (e.g. make $action STACK=nginx-uwsgi-socket DB=postgres)"
 fi
 if ! "${compose[@]}" ps --status running --services 2>/dev/null | grep -qx postgres; then
