@@ -144,12 +144,19 @@ class Stack:
 
     @functools.cached_property
     def front(self) -> str:
-        """The service clients talk to: nginx, or the only service (flask-dev, single-container)."""
-        services = self.services()
-        if "nginx" in services:
+        """The service clients talk to: nginx, or the only long-running service of the stack's
+        own compose file (flask-dev, single-container; overlays may add services beside it,
+        e.g. PostgreSQL)."""
+        if "nginx" in self.services():
             return "nginx"
-        assert len(services) == 1, f"{self.name}: no nginx service and several services {services}"
-        return services[0]
+        own = subprocess.run(
+            ["docker", "compose", "-f", str(self.compose_file), "-p", self.project,
+             "config", "--services"],
+            env=self.env, capture_output=True, text=True, check=True, timeout=60,
+        ).stdout.split()  # fmt: skip
+        own = [name for name in own if name != "release"]
+        assert len(own) == 1, f"{self.name}: no nginx service and several services {own}"
+        return own[0]
 
     @property
     def behind_nginx(self) -> bool:
