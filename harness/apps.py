@@ -303,6 +303,11 @@ class App:
                     f"its mount point there: mkdir {mount_point} (keep it out of git)"
                 )
 
+    @property
+    def service_secrets(self) -> set[str]:
+        """The app's secrets that the services that are on bring (database_password...)."""
+        return {SERVICES[kind][name][1] for kind, name in self.services}
+
     def compose_env(self) -> dict[str, str]:
         """The variables shared/compose/services.yaml and the stacks read."""
         return {
@@ -314,7 +319,8 @@ class App:
             "APP_DATA": self.data,
             "APP_RELEASE_CMD": self.release_cmd,
             "SECRETS_AS_ENV": self.secrets_as_env,
-            "APP_SECRETS": " ".join(self.secret_names),
+            # as the user gave them: the services' own (DB=, QUEUE=) are added again when read
+            "APP_SECRETS": " ".join(n for n in self.secret_names if n not in self.service_secrets),
             "APP_IMAGE": self.image,
             "APP_NGINX_IMAGE": self.nginx_image,
             "SINGLE_CONTAINER_IMAGE": self.single_container_image,

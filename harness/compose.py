@@ -183,6 +183,16 @@ class Stack:
             timeout=timeout,
         )
 
+    def db(self, *args: str) -> subprocess.CompletedProcess:
+        """scripts/db.sh (`make backup`, `make restore`: DB=postgres) on this project, with its
+        compose files, as make runs it; its dumps go to the repository's backups/."""
+        files = [arg for path in (self.compose_file, *self.overlays) for arg in ("-f", str(path))]
+        return subprocess.run(
+            [str(ROOT / "scripts/db.sh"), *args, *files, "-p", self.project],
+            env={**self.env, "COMPOSE_PROJECT_NAME": self.project},
+            capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+
     @functools.cached_property
     def _services(self) -> tuple[str, ...]:
         return tuple(self.compose("config", "--services").stdout.split())

@@ -302,32 +302,30 @@ def test_the_release_step_ran_after_the_database_was_healthy(stack):
         assert stack.inspect(service)["RestartCount"] == 0, f"{service} was restarted"
 
 
-def db(stack: Stack, *args: str) -> subprocess.CompletedProcess:
-    """scripts/db.sh as `make backup` / `make restore` run it, on this project."""
-    files = [a for path in (stack.compose_file, *stack.overlays) for a in ("-f", str(path))]
-    return subprocess.run(
-        [str(ROOT / "scripts/db.sh"), *args, *files, "-p", stack.project],
-        env={**stack.env, "COMPOSE_PROJECT_NAME": stack.project},
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-
-
-def test_backup_then_restore_brings_back_what_was_written(stack, base_url, tmp_path):
+def test_backup_then_restore_brings_back_what_was_written(stack, base_url):
     """make backup writes a dump that pg_restore reads; notes written after it are gone after
     make restore, those before are back; restore refuses a database with tables without FORCE=1
     (exit 2, saying so), and with it first backs up what it replaces."""
     before = add_note(base_url, "before the backup").json()["id"]
-    dump = db(stack, "backup")
+    dump = stack.db("backup")
     assert dump.returncode == 0, dump.stderr
-    path = ROOT / re.match(r"backup: (\S+) ", dump.stdout)[1]
-    after = add_note(base_url, "after the backup").json()["id"]
-    refused = db(stack, "restore", str(path))
-    assert refused.returncode == 2 and "FORCE=1" in refused.stderr, refused.stderr
-    restored = db(stack, "restore", str(path), "force")
-    assert restored.returncode == 0, restored.stderr
-    url = stack.base_url()
-    assert requests.get(f"{url}/notes/{before}", timeout=10).json()["body"] == "before the backup"
-    assert requests.get(f"{url}/notes/{after}", timeout=10).status_code == 404
+    dumps = [ROOT / re.match(r"backup: (\S+) ", dump.stdout)[1]]
+    try:
+        after = add_note(base_url, "after the backup").json()["id"]
+        refused = stack.db("restore", str(dumps[0]))
+        assert refused.returncode == 2 and "FORCE=1" in refused.stderr, refused.stderr
+        restored = stack.db("restore", str(dumps[0]), "force")
+        assert restored.returncode == 0, restored.stderr
+        saved = re.search(r"backup of the database being replaced: (\S+)", restored.stdout)
+        assert saved, f"no backup of what the restore replaced:\n{restored.stdout}"
+        dumps.append(ROOT / saved[1])
+        url = stack.base_url()
+        read = requests.get(f"{url}/notes/{before}", timeout=10)
+        assert read.json()["body"] == "before the backup"
+        assert requests.get(f"{url}/notes/{after}", timeout=10).status_code == 404
+    finally:
+        for path in dumps:
+            path.unlink(missing_ok=True)
 
 
 def test_a_killed_workers_job_is_run_again(stack, base_url, record):

@@ -54,6 +54,15 @@ def test_bad_service_settings_say_what_to_fix(project, change, message):
         apps.from_settings({**yours(project), **change})
 
 
+def test_the_settings_make_exports_read_back_the_same(project):
+    """make exports the checked settings (scripts/app.py env) and its failure path reads them
+    back (diagnose): the services' own secrets are not handed back as the user's."""
+    app = apps.from_settings(yours(project, APP_SECRETS="api_token", **ON))
+    again = apps.from_settings({**app.compose_env(), **ON, "APP": str(project)})
+    assert again.secret_names == app.secret_names
+    assert app.compose_env()["APP_SECRETS"] == "secret_key api_token"
+
+
 def test_an_app_env_key_the_service_sets_is_refused(project, tmp_path):
     env = tmp_path / "app.env"
     env.write_text("DATABASE_URL=postgresql://me@elsewhere/db\n")
