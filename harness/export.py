@@ -256,7 +256,9 @@ class Export:
     def rewrite_service(self, service: CommentedMap, folder: Path) -> CommentedMap:
         """Every path of a service, relative to `folder` (its file's), rewritten for DEST."""
         build = service.get("build")
-        if isinstance(build, CommentedMap):
+        # an overlay's build with neither (only args: the demo's APP_REQUIREMENTS) keeps the
+        # context and Dockerfile of the file it merges into
+        if isinstance(build, CommentedMap) and ("context" in build or "dockerfile" in build):
             context_raw = str(build.get("context", "."))
             context = self.path_value(context_raw, folder)
             if "dockerfile" in build:

@@ -70,7 +70,7 @@ tables() {  # the user's tables, views and sequences in the app's database
 case "$action" in
   backup)
     name=$(backup "")
-    echo "backup: $name ($(du -h "$name" | cut -f1); make restore ... FILE=$name loads it)"
+    echo "backup: $name ($(du -h "$name" | cut -f1); make restore ... FILE=$name loads it, or in an export postgres/db.sh restore $name)"
     ;;
   restore)
     [ -n "$file" ] || fail "FILE is empty: make restore STACK=... DB=postgres FILE=backups/<name>.dump"

@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from ruamel.yaml import YAML
 
 from harness import apps, export
 from harness.compose import STACKS
@@ -136,6 +137,14 @@ def test_export_with_the_services_brings_their_files_and_tools(project, tmp_path
     assert "command: ${WORKER:-rq worker -c flask_stacks.rq_settings}" in compose
     assert "/backups/" in (dest / ".gitignore").read_text()
     assert "postgres/db.sh backup" in (dest / "README.md").read_text()
+    # the demo's services variant: its build args merged, its build context still the app's
+    demo = tmp_path / "demo"
+    export.export("nginx-uwsgi-socket", str(demo), False, False, False, dict(ON))
+    services = YAML(typ="safe").load(demo / "compose.yaml")["services"]
+    for name in ("app", "release", "worker"):
+        build = services[name]["build"]
+        assert build["context"] == "${APP_CONTEXT:-./app}", (name, build)
+        assert build["args"]["APP_REQUIREMENTS"] == "requirements-services.txt", (name, build)
     plain = tmp_path / "plain"
     export.export("nginx-uwsgi-socket", str(plain), False, False, False, yours(project))
     text = "".join(p.read_text() for p in plain.rglob("*") if p.is_file())
