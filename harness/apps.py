@@ -17,6 +17,7 @@ import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_APP = ROOT / "shared/app"
@@ -99,11 +100,20 @@ SETTINGS = {
         "rq: rq-health), e.g. 'celery -A myapp inspect ping -d celery@$HOSTNAME'",
     ),
 }
-# DB= and QUEUE=: the service, its compose file, the app's secret for it (<NAME>_FILE in the app's
-# containers), the service's own secrets, and what the app is told (docs/services.md)
-SERVICES = {
+
+
+class Service(NamedTuple):
+    """A service that DB= or QUEUE= switches on beside the app (docs/services.md)."""
+
+    compose_file: str  # in shared/compose/
+    app_secret: str  # the app's secret for it: <NAME>_FILE in the app's containers
+    own_secrets: tuple[str, ...]  # the service's own (the database superuser's), not the app's
+    addresses: dict[str, str]  # what the app is told, no password in them
+
+
+SERVICES: dict[str, dict[str, Service]] = {
     "DB": {
-        "postgres": (
+        "postgres": Service(
             "postgres.yaml",
             "database_password",
             ("postgres_password",),
@@ -111,7 +121,7 @@ SERVICES = {
         ),
     },
     "QUEUE": {
-        "redis": ("redis.yaml", "redis_password", (), {"REDIS_URL": "redis://redis:6379/0"}),
+        "redis": Service("redis.yaml", "redis_password", (), {"REDIS_URL": "redis://redis:6379/0"}),
     },
 }
 # What the stacks and the image set in the app's containers themselves (services.yaml's app
@@ -180,18 +190,28 @@ class App:
     worker_healthcheck: str = ""  # WORKER_HEALTHCHECK, or rq's own
 
     @property
-    def service_secret_names(self) -> tuple[str, ...]:
+    def services_on(self) -> list[Service]:
+        """What DB= and QUEUE= switched on, in SERVICES' terms."""
+        return [SERVICES[kind][name] for kind, name in self.services]
+
+    @property
+    def services_app_secrets(self) -> set[str]:
+        """The app's secrets that the services that are on bring (database_password...)."""
+        return {service.app_secret for service in self.services_on}
+
+    @property
+    def services_own_secrets(self) -> tuple[str, ...]:
         """The services' own secrets (the database superuser's): theirs, not the app's."""
-        return tuple(n for kind, name in self.services for n in SERVICES[kind][name][2])
+        return tuple(n for service in self.services_on for n in service.own_secrets)
 
     @property
     def secret_files(self) -> tuple[str, ...]:
         """Every secret file the app's folder keeps: the app's, then its services' own."""
-        return (*self.secret_names, *self.service_secret_names)
+        return (*self.secret_names, *self.services_own_secrets)
 
     def service_overlays(self) -> list[Path]:
         """The compose files of the services that are on (shared/compose/), worker last."""
-        files = [ROOT / "shared/compose" / SERVICES[kind][name][0] for kind, name in self.services]
+        files = [ROOT / "shared/compose" / service.compose_file for service in self.services_on]
         return files + ([ROOT / "shared/compose/worker.yaml"] if self.worker else [])
 
     @property
@@ -265,9 +285,7 @@ class App:
             for name, service in services.items()
             if any(s.get("source") == "secret_key" for s in service.get("secrets") or [])
         ) + (["worker"] if self.worker else [])
-        addresses = {
-            k: v for kind, name in self.services for k, v in SERVICES[kind][name][3].items()
-        }
+        addresses = {k: v for service in self.services_on for k, v in service.addresses.items()}
         healthy = {name: {"condition": "service_healthy"} for _, name in self.services}
         overlay: dict = {"services": {}}
         for name in getting:
@@ -303,11 +321,6 @@ class App:
                     f"its mount point there: mkdir {mount_point} (keep it out of git)"
                 )
 
-    @property
-    def service_secrets(self) -> set[str]:
-        """The app's secrets that the services that are on bring (database_password...)."""
-        return {SERVICES[kind][name][1] for kind, name in self.services}
-
     def compose_env(self) -> dict[str, str]:
         """The variables shared/compose/services.yaml and the stacks read."""
         return {
@@ -320,7 +333,9 @@ class App:
             "APP_RELEASE_CMD": self.release_cmd,
             "SECRETS_AS_ENV": self.secrets_as_env,
             # as the user gave them: the services' own (DB=, QUEUE=) are added again when read
-            "APP_SECRETS": " ".join(n for n in self.secret_names if n not in self.service_secrets),
+            "APP_SECRETS": " ".join(
+                n for n in self.secret_names if n not in self.services_app_secrets
+            ),
             "APP_IMAGE": self.image,
             "APP_NGINX_IMAGE": self.nginx_image,
             "SINGLE_CONTAINER_IMAGE": self.single_container_image,
@@ -408,14 +423,14 @@ def from_settings(env: Mapping[str, str] | None = None) -> App:
                 f"{next(iter(choices))} (docs/services.md), or leave it empty for none"
             )
         services.append((kind, chosen))
-        _, app_secret, _, addresses = choices[chosen]
+        app_secret = choices[chosen].app_secret
         if app_secret in secret_names:
             raise AppError(
                 f"APP_SECRETS: {app_secret!r} is {kind}={chosen}'s own secret, made with it: "
                 "remove it from APP_SECRETS"
             )
         secret_names.append(app_secret)
-        service_keys.update({key: f"{kind}={chosen}" for key in addresses})
+        service_keys.update({key: f"{kind}={chosen}" for key in choices[chosen].addresses})
     worker = value("WORKER")
     if worker and not any(kind == "QUEUE" for kind, _ in services):
         raise AppError(
