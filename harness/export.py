@@ -58,6 +58,8 @@ OTHER_WHYS = {
     "REDIS_IMAGE": "Redis' image: the official one",
 }
 ENV_FILE = "app.env"  # where an export keeps APP_ENV's settings
+# shared/<folder>/ that an export keeps as <folder>/ (METRICS; DB, QUEUE, WORKER)
+SAME_FOLDER = ("python", "prometheus", "postgres", "redis", "worker")
 PUBLISH_WHY = (
     "the host address:port nginx is published on: the host's loopback by default; e.g. "
     "0.0.0.0:80 to serve the network"
@@ -204,13 +206,8 @@ class Export:
             inside = "nginx/" + "/".join(parts[2:])
         elif parts[:2] == ("shared", "uwsgi"):
             inside = "uwsgi/" + "/".join(parts[2:])
-        elif parts[:2] in (
-            *(("shared", folder) for folder in ("python", "prometheus")),
-            *(
-                ("shared", folder) for folder in ("postgres", "redis", "worker")
-            ),  # DB, QUEUE, WORKER
-        ):
-            inside = "/".join(parts[1:])  # python/, prometheus/, postgres/, redis/, worker/
+        elif parts[0] == "shared" and parts[1] in SAME_FOLDER:
+            inside = "/".join(parts[1:])
         elif parts[:2] in (("shared", "docker"), ("shared", "certbot")):
             inside = "docker/" + "/".join(parts[2:])
         elif relative.as_posix() == "scripts/db.sh":  # make backup / restore's tool
