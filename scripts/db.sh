@@ -42,6 +42,8 @@ if ! "${compose[@]}" ps --status running --services 2>/dev/null | grep -qx postg
 fi
 # the superuser, through the container's own unix socket (trusted there: no password)
 psql() { "${compose[@]}" exec -T postgres psql -U postgres -v ON_ERROR_STOP=1 -X -q "$@"; }
+# whether the file $1 is a whole dump: pg_restore reads its table of contents
+dump_reads() { "${compose[@]}" exec -T postgres pg_restore --list < "$1" > /dev/null; }
 
 backup() {  # $1: what the file name says after the project and the time
   mkdir -p "$backups"
@@ -53,7 +55,7 @@ backup() {  # $1: what the file name says after the project and the time
     rm -f "$name.partial"
     fail "pg_dump failed (above); no backup was written"
   fi
-  if ! "${compose[@]}" exec -T postgres pg_restore --list < "$name.partial" > /dev/null; then
+  if ! dump_reads "$name.partial"; then
     rm -f "$name.partial"
     fail "the dump pg_dump wrote does not read back (pg_restore --list, above); no backup was written"
   fi
@@ -75,7 +77,7 @@ case "$action" in
   restore)
     [ -n "$file" ] || fail "FILE is empty: make restore STACK=... DB=postgres FILE=backups/<name>.dump"
     [ -f "$file" ] || fail "FILE=$file: no such file"
-    "${compose[@]}" exec -T postgres pg_restore --list < "$file" > /dev/null 2>&1 \
+    dump_reads "$file" 2>/dev/null \
       || fail "FILE=$file is not a dump pg_restore reads (make backup writes them: pg_dump -Fc)"
     count=$(tables)
     if [ "$count" != 0 ]; then
