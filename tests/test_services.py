@@ -122,10 +122,11 @@ def test_services_are_healthy_and_on_the_stack_network_only(stack):
     published = {service for service, _ in stack.published()}
     assert not published & {"postgres", "redis", "worker"}, stack.published()
     for service in ("postgres", "redis", "worker"):
-        health = stack.inspect(service)["State"].get("Health", {}).get("Status")
+        health = stack.health(service)
         assert health == "healthy", f"{service}: {health}"
-    log = stack.inspect("worker")["State"]["Health"]["Log"]
-    assert log[-1]["ExitCode"] == 0 and "queues default" in log[-1]["Output"], log[-1]
+    # healthy is 3 failures in a row away: one probe slowed by a busy machine is not the point
+    passing = [p for p in stack.inspect("worker")["State"]["Health"]["Log"] if p["ExitCode"] == 0]
+    assert passing and "queues default" in passing[-1]["Output"], passing
 
 
 def test_no_password_in_any_environment_or_command(stack):
@@ -160,10 +161,6 @@ def crash(stack: Stack, service: str) -> float:
     pid = stack.inspect(service)["State"]["Pid"]
     os.kill(pid, signal.SIGKILL)
     return time.monotonic()
-
-
-def healthy(stack: Stack, service: str) -> bool:
-    return (stack.inspect(service)["State"].get("Health") or {}).get("Status") == "healthy"
 
 
 class Writer:
@@ -216,7 +213,7 @@ def test_postgres_killed_under_writes_loses_no_answered_write(stack, base_url, r
 
         def restarted() -> bool:
             count = stack.inspect("postgres")["RestartCount"]
-            return count > restarts and healthy(stack, "postgres")
+            return count > restarts and stack.health("postgres") == "healthy"
 
         wait_for(restarted, 90, "PostgreSQL restarted by Docker and healthy")
         back = time.monotonic()
@@ -227,7 +224,7 @@ def test_postgres_killed_under_writes_loses_no_answered_write(stack, base_url, r
             wait_for(lambda: writer.count(503, away) >= 3, 30, "503s while the database is away")
         finally:
             stack.compose("start", "postgres", timeout=120)
-        wait_for(lambda: healthy(stack, "postgres"), 90, "PostgreSQL started and healthy")
+        wait_for(lambda: stack.health("postgres") == "healthy", 90, "PostgreSQL started, healthy")
         again = time.monotonic()
         wait_for(lambda: writer.count(201, again) >= 20, 30, "20 writes answered once it is back")
     answers = writer.answers
@@ -259,7 +256,7 @@ def test_redis_killed_with_jobs_queued_runs_them_afterwards(stack, base_url):
         jobs = {run_job(base_url, [n, n]): 2 * n for n in range(10)}
         time.sleep(1.5)  # appendfsync everysec: on the disk too, not only in the kernel's cache
         crash(stack, "redis")
-        wait_for(lambda: healthy(stack, "redis"), 60, "Redis restarted and healthy")
+        wait_for(lambda: stack.health("redis") == "healthy", 60, "Redis restarted and healthy")
     finally:
         stack.compose("start", "worker", timeout=120)
     for job_id, total in jobs.items():
