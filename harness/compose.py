@@ -12,7 +12,7 @@ import re
 import subprocess
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -149,12 +149,7 @@ class Stack:
         e.g. PostgreSQL)."""
         if "nginx" in self.services():
             return "nginx"
-        own = subprocess.run(
-            ["docker", "compose", "-f", str(self.compose_file), "-p", self.project,
-             "config", "--services"],
-            env=self.env, capture_output=True, text=True, check=True, timeout=60,
-        ).stdout.split()  # fmt: skip
-        own = [name for name in own if name != "release"]
+        own = replace(self, overlays=()).services()  # the stack's own compose file alone
         assert len(own) == 1, f"{self.name}: no nginx service and several services {own}"
         return own[0]
 
@@ -268,6 +263,11 @@ class Stack:
             ["docker", "inspect", container], capture_output=True, text=True, check=True
         )
         return json.loads(out.stdout)[0]
+
+    def health(self, service: str) -> str:
+        """The service's health as Docker reports it: "starting", "healthy", "unhealthy", or ""
+        for a service without a healthcheck."""
+        return (self.inspect(service)["State"].get("Health") or {}).get("Status", "")
 
     def healthchecks(self, service: str) -> list[dict]:
         """The service's last healthchecks (Docker keeps five): start and end as time.time(),

@@ -40,7 +40,7 @@ def wait_until_serving(stack, timeout: float) -> float:
     started = time.monotonic()
 
     def serving() -> bool:
-        if stack.inspect("app")["State"].get("Health", {}).get("Status") != "healthy":
+        if stack.health("app") != "healthy":
             return False
         try:  # its published port moves with each restart: read it again
             return requests.get(stack.base_url() + "/", timeout=2).status_code == 200

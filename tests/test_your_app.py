@@ -827,10 +827,8 @@ if database_targets():
         first, auth = ihatemoney_project(stack.url)
         stack.stack.compose("restart", "postgres", timeout=120)
         wait_for(
-            lambda: (stack.stack.inspect("postgres")["State"].get("Health") or {}).get("Status")
-            == "healthy",
-            90, "PostgreSQL healthy again",
-        )  # fmt: skip
+            lambda: stack.stack.health("postgres") == "healthy", 90, "PostgreSQL healthy again"
+        )
         # 8 at a time: every app server process (uWSGI: 2 per core) serves some of them
         with ThreadPoolExecutor(8) as pool:
             reads = list(pool.map(
