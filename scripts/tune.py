@@ -11,7 +11,8 @@ Method (written into every report):
 - A change is made the way a user would make it: uWSGI options on its command line after
   `--ini` (uWSGI applies them after the ini's, so they win), Gunicorn's GUNICORN_CMD_ARGS
   (which overrides gunicorn.conf.py), and nginx directives by a copy of the shipped file with
-  the one passage replaced, mounted over it (refused if the passage is no longer there).
+  the one directive's line replaced, mounted over it. A directive is matched by its words,
+  not its comment or alignment; one no longer in the file (or in it twice) is refused.
   Each variant's server processes are counted in its container, so the report shows that a
   change took effect.
 - Results: bench/results/tune-<time>.json and .md, copied to tune-latest.*. What was chosen
@@ -62,20 +63,22 @@ MOUNTED = {
     "stacks/nginx-gunicorn-gevent/default.conf": "/etc/nginx/conf.d/default.conf",
     "stacks/nginx-uwsgi-tcp/default.conf": "/etc/nginx/conf.d/default.conf",
 }
-SECURITY_HEADERS = (  # server-defaults.conf's, as written there
-    "add_header X-Content-Type-Options nosniff always;          # no MIME sniffing into scripts\n"
-    "add_header X-Frame-Options        DENY always;             # no framing: clickjacking\n"
-    "add_header Referrer-Policy        strict-origin-when-cross-origin always;\n"
+SERVER_DEFAULTS = "shared/nginx/snippets/server-defaults.conf"
+SECURITY_HEADERS = (  # server-defaults.conf's
+    "add_header X-Content-Type-Options nosniff always;",
+    "add_header X-Frame-Options DENY always;",
+    "add_header Referrer-Policy strict-origin-when-cross-origin always;",
 )
 GEVENT_CONF = "stacks/nginx-gunicorn-gevent/default.conf"
-GUNICORN_PROXY = "proxy_pass http://app:8000;    # Gunicorn on the compose network"
+GUNICORN_PROXY = "location / { > proxy_pass http://app:8000;"  # as in /ws/ and /events
 
 
 @dataclass(frozen=True)
 class Variant:
     name: str  # as the report shows it
     server_args: tuple[str, ...] = ()  # uWSGI options / Gunicorn command-line settings
-    # (file as in MOUNTED, passage, replacement), each applied to a copy of the shipped file
+    # (file as in MOUNTED, directive, replacement lines), each applied to a copy of the shipped
+    # file: the one line whose directive (what precedes its comment, spacing aside) it is
     edits: tuple[tuple[str, str, str], ...] = ()
     stack: str | None = None  # another stack, as it ships, for comparison; None: the search's
 
@@ -88,10 +91,57 @@ def upstream(name: str, server: str, requests: int = 1000) -> str:
     )
 
 
+def code(line: str) -> str:
+    """A config line's directive: what precedes its comment (` #`, or `#` first), its words
+    joined by one space. nginx's and sh's comments both start so in these files."""
+    if line.lstrip().startswith("#"):
+        return ""
+    return " ".join(line.split(" #", 1)[0].split())
+
+
+def code_lines(text: str) -> list[str]:
+    return [c for c in map(code, text.splitlines()) if c]
+
+
+def matches(text: str, directive: str) -> list[int]:
+    """The lines (0-based) whose directive is `directive`; "BLOCK > DIRECTIVE" (e.g.
+    `location / { > proxy_pass http://app:8000;`) only those directly inside that block."""
+    lines = [code(line) for line in text.splitlines()]
+    block, _, directive = directive.rpartition(" > ")
+    if not block:
+        return [i for i, line in enumerate(lines) if line == directive]
+    found = []
+    for start in (i for i, line in enumerate(lines) if line == block):
+        depth = 0
+        for i in range(start, len(lines)):
+            if depth == 1 and lines[i] == directive:
+                found.append(i)
+            depth += lines[i].count("{") - lines[i].count("}")
+            if depth <= 0:
+                break
+    return found
+
+
+def apply_edit(text: str, directive: str, new: str, path: str) -> str:
+    """`text` with the one line whose directive is `directive` replaced by `new`'s lines,
+    indented as that line was ("" deletes it); stops the search if there is not one."""
+    lines = text.splitlines(keepends=True)
+    where = matches(text, directive)
+    if len(where) != 1:
+        raise SystemExit(
+            f"tune: {path} has this directive {len(where)} times, not once; "
+            f"update scripts/tune.py: {directive}"
+        )
+    line = lines[where[0]]
+    indent = line[: len(line) - len(line.lstrip())]
+    lines[where[0]] = "".join(f"{indent}{n}\n" for n in new.splitlines())
+    return "".join(lines)
+
+
 KEEPALIVE = 'proxy_set_header Connection "";'  # nginx's default "close" would end each one
 TCP_CONF = "stacks/nginx-uwsgi-tcp/default.conf"
-UWSGI_PROTOCOL = """include snippets/uwsgi-params.conf;
-        uwsgi_pass app:3031;           # the uwsgi protocol over the compose network"""
+UWSGI_PARAMS = "include snippets/uwsgi-params.conf;"
+UWSGI_PASS = "uwsgi_pass app:3031;"  # noqa: S105 (a pass, not a password)
 
 
 ACCESS_LOG = (  # log-format.sh's line that writes the access_log directive
@@ -128,7 +178,7 @@ SEARCH: dict[str, list[Variant]] = {
         ),
         Variant(
             "nginx without the three security headers",
-            edits=(("shared/nginx/snippets/server-defaults.conf", SECURITY_HEADERS, ""),),
+            edits=tuple((SERVER_DEFAULTS, header, "") for header in SECURITY_HEADERS),
         ),
         Variant(
             "nginx uwsgi_buffering off",
@@ -155,7 +205,7 @@ SEARCH: dict[str, list[Variant]] = {
                     (
                         GEVENT_CONF,
                         GUNICORN_PROXY,
-                        f"proxy_pass http://gunicorn;\n        {KEEPALIVE}",
+                        f"proxy_pass http://gunicorn;\n{KEEPALIVE}",
                     ),
                 ),
             )
@@ -167,7 +217,7 @@ SEARCH: dict[str, list[Variant]] = {
                 (
                     GEVENT_CONF,
                     GUNICORN_PROXY,
-                    GUNICORN_PROXY + "\n        proxy_buffering off;",
+                    "proxy_pass http://app:8000;\nproxy_buffering off;",
                 ),
             ),
         ),
@@ -183,16 +233,13 @@ SEARCH: dict[str, list[Variant]] = {
                 ("--http11-socket", ":9000"),
                 (
                     (TCP_CONF, "server {", upstream("uwsgi_http", "app:9000")),
-                    (
-                        TCP_CONF,
-                        UWSGI_PROTOCOL,
-                        f"include snippets/proxy-params.conf;\n        {extra}proxy_pass {to};",
-                    ),
+                    (TCP_CONF, UWSGI_PARAMS, "include snippets/proxy-params.conf;" + extra),
+                    (TCP_CONF, UWSGI_PASS, f"proxy_pass {to};"),
                 ),
             )
             for how, extra, to in (
                 ("a connection per request", "", "http://app:9000"),
-                ("nginx keep-alive 32", KEEPALIVE + "\n        ", "http://uwsgi_http"),
+                ("nginx keep-alive 32", "\n" + KEEPALIVE, "http://uwsgi_http"),
             )
         ),
     ],
@@ -204,15 +251,11 @@ SMOKE = {  # one variant of each kind of change besides the shipped one: the har
 
 
 def edited_file(path: str, edits: list[tuple[str, str]], out: Path) -> Path:
-    """A copy of the shipped file with each passage replaced; a passage that is not (or not
-    once) in the file stops the search: the variant would measure nothing."""
+    """A copy of the shipped file with each directive's line replaced; a directive that is not
+    (or not once) in the file stops the search: the variant would measure nothing."""
     text = (ROOT / path).read_text()
-    for old, new in edits:
-        if text.count(old) != 1:
-            raise SystemExit(
-                f"tune: {path} no longer has this passage once; update scripts/tune.py:\n{old}"
-            )
-        text = text.replace(old, new)
+    for directive, new in edits:
+        text = apply_edit(text, directive, new, path)
     copy = out / Path(path).name
     copy.write_text(text)
     copy.chmod(0o755 if path.endswith(".sh") else 0o644)  # nginx (uid 101) reads it
@@ -262,15 +305,13 @@ def check_applied(target: Target, variant: Variant) -> None:
             for path, _, _ in variant.edits
         },
     }
-    wanted = [("app", arg) for arg in variant.server_args]
-    wanted += [(path, new) for path, _, new in variant.edits]
-    missing = [(where, text) for where, text in wanted if text not in seen[where]]
-    # a passage removed or rewritten is gone from the file too
-    missing += [
-        (path, f"no {old!r}")
-        for path, old, new in variant.edits
-        if old not in new and old in seen[path]
-    ]
+    missing = [("app", arg) for arg in variant.server_args if arg not in seen["app"]]
+    for path, directive, new in variant.edits:
+        mounted = code_lines(seen[path])
+        missing += [(path, line) for line in code_lines(new) if line not in mounted]
+        # a directive removed or rewritten is gone from the file too
+        if directive.rpartition(" > ")[2] not in code_lines(new) and matches(seen[path], directive):
+            missing.append((path, f"no {directive!r}"))
     if missing:
         raise SystemExit(f"tune: {variant.name}: not applied in its containers: {missing}")
 
