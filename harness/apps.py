@@ -130,7 +130,6 @@ SERVICES: dict[str, dict[str, Service]] = {
 # (tests/unit/test_your_app_settings.py holds this list to the compose files)
 STACK_KEYS = frozenset(
     {
-        "ALLOWED",
         "ALLOWED_IPS",
         "APP_DATA",
         "APP_MODULE",
@@ -356,6 +355,8 @@ class App:
 def from_settings(env: Mapping[str, str] | None = None) -> App:
     """The app the settings name (default: os.environ); AppError says what to fix."""
     env = os.environ if env is None else env
+    if env.get("ALLOWED", "").strip():  # ignored, it would leave the stack open to everyone
+        raise AppError("ALLOWED is not read: name the allow-list ALLOWED_IPS (same format)")
     raw = env.get("APP", "").strip()
     folder = (Path(raw).expanduser() if raw else DEMO_APP).resolve()
     demo = folder == DEMO_APP

@@ -1,6 +1,7 @@
 """single-container: one image, one process tree (tini -> entrypoint.sh -> uWSGI master ->
-workers + nginx); ALLOWED (the seed's name) validated; a dead process never leaves a half-alive
-container; seed 001's load replayed. Graceful stop and ALLOWED_IPS are checked by test_hardening.py.
+workers + nginx); ALLOWED_IPS validated, ALLOWED refused; a dead process never leaves a
+half-alive container; a new connection per request at a fixed rate gets no 5xx. Graceful stop
+and ALLOWED_IPS are checked by test_hardening.py too.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def test_one_container_one_process_tree(stack, base_url):
 
 
 def test_plain_docker_run_works(stack):
-    """The seed's one-liner: docker run -p 127.0.0.1:PORT:8080 IMAGE, nothing else."""
+    """The plain one-liner: docker run -p 127.0.0.1:PORT:8080 IMAGE, nothing else."""
     name = f"{stack.project}-plain"
     subprocess.run(
         [
@@ -105,13 +106,13 @@ def test_plain_docker_run_works(stack):
         subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
 
 
-def _recreate(stack, allowed: str, wait: bool = True):
-    return stack.recreate("app", {"ALLOWED": allowed}, wait=wait)
+def _recreate(stack, allowed: str, wait: bool = True, name: str = "ALLOWED_IPS"):
+    return stack.recreate("app", {name: allowed}, wait=wait)
 
 
 def test_allowed_admits_listed_clients_only(stack, base_url):
     client = requests.get(base_url + "/whoami", timeout=10).json()["client"]
-    assert _recreate(stack, "192.0.2.1;").returncode == 0  # the seed's trailing ; is fine
+    assert _recreate(stack, "192.0.2.1;").returncode == 0  # a trailing ; is fine
     assert requests.get(stack.base_url() + "/", timeout=10).status_code == 403
     assert _recreate(stack, f"192.0.2.1;{client}").returncode == 0
     assert requests.get(stack.base_url() + "/", timeout=10).status_code == 200
@@ -121,6 +122,15 @@ def test_allowed_injection_is_refused(stack):
     _recreate(stack, "1.2.3.4; } server { listen 81;", wait=False)
     stack.wait_refused("app")
     stack.wait_for_log("app", "ALLOWED_IPS entry '} server { listen 81'", timeout=20)
+    assert _recreate(stack, "").returncode == 0
+
+
+def test_allowed_its_older_name_stops_the_container_rather_than_open_it(stack):
+    """`docker run -e ALLOWED=...` (the list's older name) is refused with the name to use, not
+    ignored: ignored, the container would start open to everyone."""
+    _recreate(stack, "192.0.2.1", wait=False, name="ALLOWED")
+    stack.wait_refused("app")
+    stack.wait_for_log("app", "ALLOWED is not read; name the allow-list ALLOWED_IPS", timeout=20)
     assert _recreate(stack, "").returncode == 0
 
 
@@ -175,10 +185,10 @@ def test_dead_nginx_or_master_restarts_the_container(stack, victim, record):
     )
 
 
-# the seed's rate, and at most a quarter of the kept-connection rate measured just before: a
+# 1,000 new connections/s, at most a quarter of the kept-connection rate measured just before: a
 # new connection per request costs more, and an open loop above what the machine serves at that
 # moment only queues (both cores busy: 3,400 req/s kept, and 1,000 new/s timed out 1-2.5%)
-SEED_RATE = 1000
+NEW_CONNECTION_RATE = 1000
 NEW_PER_KEPT = 4
 MIN_RATE = 200
 # 10 s, not 15: one client address's connect() slows down once its TIME_WAITs (60 s) to one
@@ -187,7 +197,7 @@ MIN_RATE = 200
 # CPU, connects up to 1.5 s; with one core busy, up to 5.3 s and time-outs (CI). 10,000 in
 # 10 s: 7.8 s, connects at most 19 ms, also with one core busy. The client's limit, not the
 # stack's: a server's 1,000 new connections a second come from many addresses.
-SEED_SECONDS = 10
+NEW_CONNECTION_SECONDS = 10
 PORTS_USED = 0.75  # of that even half, at most, in TIME_WAIT to the stack during the replay
 
 
@@ -209,12 +219,13 @@ def time_waits(host: str, port: str) -> int:
 
 
 @pytest.mark.load
-def test_seed_load_replayed_without_5xx(stack, record):
-    """Seed 001's httperf shape (--rate, --num-conns, --num-calls=1), scaled to this machine,
-    sent to the container's address. Not through 127.0.0.1: Docker's userland proxy there (not
+def test_a_new_connection_per_request_at_a_fixed_rate_gets_no_5xx(stack, record):
+    """httperf's open loop (--rate, --num-conns, --num-calls=1: the load the project's first
+    single-container setup answered with 5xx), scaled to this machine, sent to the container's
+    address. Not through 127.0.0.1: Docker's userland proxy there (not
     on a production host's path) answered SYNs late once earlier tests' 11k TIME_WAITs held its
     loopback ports (quiet machine, 1,000/s: connection time max 4.1 s, 5,227 never opened; the
-    same replay to the container: max 31 ms). Without the seed's --hog: it makes httperf take
+    same replay to the container: max 31 ms). Without httperf's --hog: it makes httperf take
     client ports below the ephemeral range, and their TIME_WAITs then block docker from
     publishing ports such as 8085 for a minute."""
     if not shutil.which("httperf"):
@@ -224,10 +235,13 @@ def test_seed_load_replayed_without_5xx(stack, record):
     baseline = wrk(url + "/", connections=16, duration=2)  # this machine, now
     assert baseline["non2xx"] == baseline["errors"] == 0, baseline
     kept = baseline["rps"]
-    rate, seconds = min(SEED_RATE, int(kept / NEW_PER_KEPT) // 50 * 50), SEED_SECONDS
+    rate, seconds = (
+        min(NEW_CONNECTION_RATE, int(kept / NEW_PER_KEPT) // 50 * 50),
+        NEW_CONNECTION_SECONDS,
+    )
     # a floor, so that a slow stack cannot shrink the replay to nothing (kept: 5,400 req/s
     # quiet, 1,900 with both cores busy)
-    assert rate >= MIN_RATE, f"{kept:.0f} req/s on kept connections: too slow to replay the seed"
+    assert rate >= MIN_RATE, f"{kept:.0f} req/s on kept connections: too slow to mean much"
     budget = int(connect_ports() * PORTS_USED)
     assert rate * seconds <= budget, (
         f"{rate * seconds} connections in a minute from one address need a wider "
@@ -269,7 +283,7 @@ def test_seed_load_replayed_without_5xx(stack, record):
     opened = rate * seconds - int(unopened[1])
     record(
         stack,
-        f"httperf seed replay, --num-calls=1 for {seconds} s",
+        f"httperf, a new connection per request for {seconds} s",
         f"--rate={rate}: 2xx={ok} 5xx={server_errors} errors={total_errors} (not opened by "
         f"httperf: {unopened[1]}; {kept:.0f} req/s on kept connections just before)",
     )

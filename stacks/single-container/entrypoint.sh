@@ -4,10 +4,14 @@
 # nginx (uwsgi.ini), and stays its parent only to order the stop (below).
 set -eu
 
-# ALLOWED is seed 001's name for the list; ALLOWED_IPS (the compose stacks' name) works too.
-# An invalid entry stops the container here, with a message naming it.
-ALLOWED_IPS="${ALLOWED_IPS:-${ALLOWED:-}}" ALLOWED_IPS_CONF=/etc/nginx/generated/allowed-ips.conf \
-    allowed-ips
+# ALLOWED, an older name of the list, is refused rather than ignored: ignored, it would leave
+# the container open to everyone. An invalid entry stops the container here, naming it.
+if [ -n "${ALLOWED:-}" ]; then
+    echo "entrypoint: ERROR: ALLOWED is not read; name the allow-list ALLOWED_IPS (same format);" \
+        "the container will not start." >&2
+    exit 1
+fi
+ALLOWED_IPS_CONF=/etc/nginx/generated/allowed-ips.conf allowed-ips
 
 # the access log in LOG_FORMAT (text or json), to tini's stdout: with LOG_FORMAT=json uWSGI's
 # master reads this process tree's stdout through a socket, which nginx cannot open as a file

@@ -79,6 +79,7 @@ def test_your_app_gets_its_own_image_project_and_secrets(project, tmp_path):
         ({"SECRETS_AS_ENV": "Secret-Key"}, "is not a secret name"),
         ({"APP_SECRETS": "secret_key DB_PASSWORD"}, "APP_SECRETS: 'DB_PASSWORD' is not a secret"),
         ({"APP_SECRETS": "extra_ca"}, "and not extra_ca"),
+        ({"ALLOWED": "10.0.0.0/8"}, "ALLOWED is not read: name the allow-list ALLOWED_IPS"),
     ],
 )
 def test_bad_settings_say_what_to_fix(project, change, message):
