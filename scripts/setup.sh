@@ -184,7 +184,7 @@ ensure_images() {
   fi
 }
 
-# Host tools the checks call: shellcheck (make lint), httperf (seed 001's load replay),
+# Host tools the checks call: shellcheck (make lint), httperf (single-container's load test),
 # wrk and h2load (make bench; h2load is in Debian's nghttp2-client).
 ensure_tools() {
   local missing=() tool

@@ -36,7 +36,7 @@ def test_stats_show_the_workers(stack):
     want = 2 * cores  # base.ini: two single-threaded workers per core
     assert len(stats["workers"]) == want, f"want {want} workers ({cores} cores): {stats['workers']}"
     assert all(len(worker["cores"]) == 1 for worker in stats["workers"]), stats["workers"]
-    # reachable on the compose network too, as the seeds use it
+    # reachable on the compose network too
     inside = stack.exec("nginx", "curl", "-fsS", "http://app:9191/")
     assert '"workers"' in inside
 

@@ -56,7 +56,7 @@ if [ -n "${ALLOWED_IPS:-}" ]; then
     set -- $ALLOWED_IPS
     IFS=$old_ifs
     for entry; do
-        # "a; b" is fine, and so is a trailing ";" (the seed's own example has one)
+        # "a; b" is fine, and so is a trailing ";"
         entry=$(printf '%s' "$entry" | sed 's/^[[:space:]]*//; s/[[:space:]]*$//')
         [ -n "$entry" ] || continue
         address=${entry%/*}

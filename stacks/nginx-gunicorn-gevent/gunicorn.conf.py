@@ -20,14 +20,14 @@ backlog = 4096  # pending connections: every one nginx can hold open to us (base
 workers = int(os.environ.get("GUNICORN_WORKERS", multiprocessing.cpu_count()))  # one per core
 worker_class = "gevent"  # each worker serves many requests at once while they wait on I/O
 # concurrent connections per worker, held WebSockets and event streams included (default.conf's
-# limit_conn 1000). 100 served short requests 1.1-1.2x faster (make tune) but caps what one
+# limit_conn 1000). 100 serves short requests a little faster (make tune) but caps what one
 # worker holds open at 100.
 worker_connections = 1000
 timeout = 30  # for gevent a heartbeat: a worker whose event loop is blocked 30 s is restarted
 graceful_timeout = 30  # SIGTERM: in-flight requests get 30 s, inside compose's 35 s grace period
 # No worker recycling: without preload (unsafe with gevent's monkey-patching) a new worker imports
-# the app; 5000 recycled each worker every 2 s at 5k req/s, p99 1.3 s (make bench). If your app
-# leaks, set e.g. 200000 with max_requests_jitter 20000.
+# the app, and at load a count like 5000 recycles each worker every few seconds, each restart a
+# latency spike (docs/benchmark.md). If your app leaks: e.g. 200000, max_requests_jitter 20000.
 max_requests = 0
 # heartbeat files on tmpfs: on overlayfs they can stall into WORKER TIMEOUT (gunicorn #1801);
 # /dev/shm is the container's own, so S108's shared-temp-dir worry does not apply
@@ -69,7 +69,7 @@ control_socket_disable = (
 forwarded_allow_ips = "*"
 
 # Logging: errors to stderr for `docker compose logs`. No access log: nginx logs every request
-# with its request id and upstream time; Gunicorn's own halved its throughput (make bench).
+# with its request id and upstream time; Gunicorn's own costs a large share of its throughput.
 errorlog = "-"
 if flask_stacks_logging.log_format() == "json":
     # the error log as JSON lines; the access log stays off

@@ -67,7 +67,7 @@ def test_valid_addresses(tmp_path, good):
 @pytest.mark.parametrize(
     "bad",
     [
-        "1.2.3.4; } server { listen 81;",  # config injection: the seed's hole
+        "1.2.3.4; } server { listen 81;",  # config injection
         "1.2.3.4 } server {",
         "all",
         "unix:",

@@ -85,3 +85,46 @@ def test_checklist_names_tests_that_exist():
             if name.startswith("test_"):
                 defined = f"def {name}(" in source or f"    {name} = " in source  # or bound
                 assert defined, f"checklist cites {name}, not in {link}"
+
+
+def tracked(*pathspecs: str) -> list[str]:
+    return subprocess.run(
+        ["git", "ls-files", *pathspecs], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+
+
+# what the repository's history, not a user, would recognise: plans and steps of our own
+HISTORY = re.compile(
+    r"\bissue ?#?\d+|\b(first|second|third) round\b|\bprototype\b|\bseeds?\b|\(target\)", re.I
+)
+PRODUCT = ("README.md", "CONTRIBUTING.md", "docs", "stacks", "shared")
+
+
+def test_no_history_in_the_product():
+    """What a user reads and copies speaks of what is, not of how we got here: no issue
+    numbers, rounds, prototypes, seeds or targets (a test may note where a scenario came from)."""
+    found = [
+        f"{path}:{number}: {line.strip()}"
+        for path in tracked(*PRODUCT)
+        if (ROOT / path).suffix not in (".png", ".json")
+        for number, line in enumerate((ROOT / path).read_text().splitlines(), 1)
+        if HISTORY.search(line)
+    ]
+    assert not found, "\n".join(found)
+
+
+# a measured figure: a rate, a latency percentile with its value, CPU per request
+FIGURE = re.compile(r"\d[\d,.]*k? ?(req/s|messages/s)|p99[ :=]*\d|\d ?µs", re.I)
+
+
+def test_configs_and_readmes_link_the_measurements_instead_of_retyping_them():
+    """Figures live in bench/results (written by `make bench` and `make tune`) and in the
+    tests' recorded table; a config or README that retyped one would fall out of date."""
+    found = [
+        f"{path}:{number}: {line.strip()}"
+        for path in tracked("README.md", "stacks", "shared")
+        if (ROOT / path).suffix not in (".png", ".json")
+        for number, line in enumerate((ROOT / path).read_text().splitlines(), 1)
+        if FIGURE.search(line)
+    ]
+    assert not found, "\n".join(found)
