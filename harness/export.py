@@ -58,8 +58,8 @@ OTHER_WHYS = {
     "REDIS_IMAGE": "Redis' image: the official one",
 }
 ENV_FILE = "app.env"  # where an export keeps APP_ENV's settings
-# shared/<folder>/ that an export keeps as <folder>/ (METRICS; DB, QUEUE, WORKER)
-SAME_FOLDER = ("python", "prometheus", "postgres", "redis", "worker")
+# shared/<folder>/ that an export keeps as <folder>/ (LOG_FORMAT; METRICS; DB, QUEUE, WORKER)
+SAME_FOLDER = ("python", "metrics", "prometheus", "postgres", "redis", "worker")
 PUBLISH_WHY = (
     "the host address:port nginx is published on: the host's loopback by default; e.g. "
     "0.0.0.0:80 to serve the network"
@@ -365,8 +365,6 @@ class Export:
         """Every ${VAR:-default} of an app setting defaults to this app's value, so that a bare
         `docker compose up` in DEST serves it (.env can still change each)."""
         values = self.app.compose_env()
-        if self.with_metrics:
-            values["METRICS"] = "1"  # exported with its metrics overlay: counting on by default
         values.pop("APP_CONTEXT")
         values.pop("APP_DOCKERFILE")
         values.pop("SECRETS_DIR")
@@ -466,6 +464,8 @@ class Export:
         metrics = ""
         if self.with_metrics:
             metrics = (
+                "- `metrics/`: the request counter the app servers import, and their and nginx's"
+                "\n  parts of METRICS (loaded from conf.d/ folders: off, none of this is mounted).\n"
                 "- `prometheus/`: Prometheus' config, alert rules and the app servers it scrapes;"
                 "\n  its query API and graphs on http://127.0.0.1:9090/ (PROMETHEUS_PUBLISH).\n"
             )
@@ -512,8 +512,7 @@ Files:
 - `nginx/`: nginx.conf, the server block (default.conf), the snippets and start scripts, and
   nginx's image (`Dockerfile`: the app's static folder, APP_STATIC, copied out of the app
   image by `static-folder.py`, so files inside an installed package are served too).
-- `python/`: what the app servers import before the app: LOG_FORMAT (flask_stacks_logging.py)
-  and METRICS (flask_stacks_metrics.py).
+- `python/`: what the app servers import before the app: LOG_FORMAT (flask_stacks_logging.py).
 {metrics}{services}"""
 
     def write(self, force: bool) -> list[str]:

@@ -17,14 +17,16 @@ check() {  # check <name> <command...>
 # app servers (shared/compose/lint-nginx.yaml points their names at loopback), then gixy on
 # the full rendered config. A stack without an nginx service is checked in its one service
 # if that has nginx (single-container); flask-dev has none.
-# With a TLS overlay as $3 (TLS=on, throwaway certificates), the HTTPS config is checked too.
+# With overlays after them (TLS=on with throwaway certificates, METRICS=1), their config too.
 nginx_check() {
-  local stack=$1 service=$2 overlay=${3:-} project dump
+  local stack=$1 service=$2 project dump overlay file
+  shift 2
+  overlay=$*
   project="lint-$stack-$$"
   dump=$(mktemp --suffix=.conf)
   local compose=(docker compose -f "stacks/$stack/compose.yaml" -p "$project")
   [ "$service" = nginx ] && compose+=(-f shared/compose/lint-nginx.yaml)
-  [ -n "$overlay" ] && compose+=(-f "$overlay")
+  for file in "$@"; do compose+=(-f "$file"); done
   # every image of the stack first: nginx's is built on the app image (the app's static files
   # in it), and single-container bakes the nginx files into its own
   "${compose[@]}" build --quiet >"$dump.raw" 2>"$dump.err" \
@@ -88,9 +90,8 @@ done
 for file in stacks/*/compose.yaml; do
   stack=$(basename "$(dirname "$file")")
   [ "$stack" = flask-dev ] && continue
-  overlays=(-f shared/compose/metrics.yaml)
-  [ -f "stacks/$stack/compose.metrics.yaml" ] && overlays+=(-f "stacks/$stack/compose.metrics.yaml")
-  check "compose config: $stack + METRICS=1" docker compose -f "$file" "${overlays[@]}" config --quiet
+  check "compose config: $stack + METRICS=1" docker compose -f "$file" \
+    -f shared/compose/metrics.yaml -f "stacks/$stack/compose.metrics.yaml" config --quiet
 done
 # Prometheus' config and alert rules, by promtool in the Prometheus image the overlay runs:
 # syntax, then the rules' unit tests (shared/prometheus/alerts.test.yml)
@@ -105,14 +106,16 @@ for file in stacks/*/compose.yaml; do
   stack=$(basename "$(dirname "$file")")
   tls_overlay=shared/compose/tls.yaml
   [ -f "stacks/$stack/compose.tls.yaml" ] && tls_overlay=stacks/$stack/compose.tls.yaml
+  # TLS and METRICS together: each overlay's nginx files in one more nginx -T
+  with_overlays=("$tls_overlay" shared/compose/metrics.yaml "stacks/$stack/compose.metrics.yaml")
   # the long-running services (the one-shot `release` step serves nothing)
   mapfile -t services < <(docker compose -f "$file" config --services | grep -vx release)
   if printf '%s\n' "${services[@]}" | grep -qx nginx; then
     check "nginx -t + gixy: $stack" nginx_check "$stack" nginx
-    check "nginx -t + gixy: $stack, TLS" nginx_check "$stack" nginx "$tls_overlay"
+    check "nginx -t + gixy: $stack, TLS + METRICS" nginx_check "$stack" nginx "${with_overlays[@]}"
   elif [ ${#services[@]} -eq 1 ] && has_nginx "$file" "${services[0]}"; then
     check "nginx -t + gixy: $stack (${services[0]})" nginx_check "$stack" "${services[0]}"
-    check "nginx -t + gixy: $stack (${services[0]}), TLS" nginx_check "$stack" "${services[0]}" "$tls_overlay"
+    check "nginx -t + gixy: $stack (${services[0]}), TLS + METRICS" nginx_check "$stack" "${services[0]}" "${with_overlays[@]}"
   fi
 done
 

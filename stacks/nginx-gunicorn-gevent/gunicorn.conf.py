@@ -3,11 +3,11 @@
 Every setting: https://docs.gunicorn.org/en/stable/settings.html
 """
 
+import glob
 import multiprocessing
 import os
 
 import flask_stacks_logging  # LOG_FORMAT (shared/python/flask_stacks_logging.py), before the app
-import flask_stacks_metrics  # METRICS: every worker counts its requests (before the app too)
 import gevent
 
 wsgi_app = os.environ["APP_MODULE"]  # "module:variable" or "module:factory()", set in the image
@@ -75,10 +75,8 @@ if flask_stacks_logging.log_format() == "json":
     # the error log as JSON lines; the access log stays off
     logger_class = flask_stacks_logging.gunicorn_logger_class()
 
-# Metrics (METRICS=1, docs/metrics.md): the workers' counters added up and served on port 9102 of
-# the compose network by a thread of the master (started once it is ready: the workers forked
-# from it do not have the thread)
-if flask_stacks_metrics.enabled():
-
-    def when_ready(server):
-        flask_stacks_metrics.start_in_background()
+# Features switched on (METRICS=1...): each mounts a settings file of its own here, run as part of
+# this one; none by default
+for _feature in sorted(glob.glob("/etc/gunicorn/conf.d/*.py")):
+    with open(_feature) as _file:
+        exec(compile(_file.read(), _feature, "exec"))  # noqa: S102 (the stack's own files)

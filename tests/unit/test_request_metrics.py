@@ -1,4 +1,4 @@
-"""METRICS (shared/python/flask_stacks_metrics.py), in a fresh interpreter each time: it hooks
+"""METRICS (shared/metrics/flask_stacks_metrics.py), in a fresh interpreter each time: it hooks
 Flask's signals at import, as the app servers import it before the app, and its exporter adds
 up the files of forked workers (prometheus-client's multiprocess mode)."""
 
@@ -45,7 +45,7 @@ def run(env: dict[str, str], script: str = SCRIPT) -> subprocess.CompletedProces
         env={
             **os.environ,
             "FAULT_ROUTES": "1",
-            "PYTHONPATH": f"{ROOT / 'shared/python'}:{ROOT / 'shared/app'}",
+            "PYTHONPATH": f"{ROOT / 'shared/metrics'}:{ROOT / 'shared/app'}",
             **env,
         },
         capture_output=True,

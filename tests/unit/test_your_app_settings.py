@@ -396,13 +396,16 @@ def test_export_with_metrics_brings_prometheus_and_counts_by_default(project, tm
                         metrics=True)  # fmt: skip
     assert [p.name for p in job.overlays] == ["metrics.yaml", "compose.metrics.yaml"]
     compose = (dest / "compose.yaml").read_text()
-    assert compose.count("METRICS: ${METRICS:-1}") == 3  # release, app1, app2
+    assert compose.count("METRICS: 1") == 2  # app1, app2: not the release step
+    assert compose.count("./metrics/uwsgi.ini:/etc/uwsgi/conf.d/metrics.ini:ro") == 2
     assert "./prometheus/prometheus-targets.yml:/etc/prometheus/app-targets.yml:ro" in compose
     for name in ("prometheus.yml", "alerts.yml"):
         assert f"./prometheus/{name}:/etc/prometheus/{name}:ro" in compose
         assert (dest / "prometheus" / name).is_file(), name
     assert "app1:9102" in (dest / "prometheus/prometheus-targets.yml").read_text()
-    assert (dest / "python/flask_stacks_metrics.py").is_file()
+    for name in ("flask_stacks_metrics.py", "uwsgi.ini", "nginx.conf"):
+        assert (dest / "metrics" / name).is_file(), name
+    assert not (dest / "metrics/gunicorn.conf.py").exists()  # the uWSGI stack's parts only
 
 
 def test_export_with_app_env_copies_it_and_lists_only_its_keys(project, tmp_path):
