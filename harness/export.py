@@ -465,7 +465,7 @@ class Export:
         if self.with_metrics:
             metrics = (
                 "- `metrics/`: the request counter the app servers import, and their and nginx's"
-                "\n  parts of METRICS (loaded from conf.d/ folders; off, none of it is mounted).\n"
+                "\n  parts of METRICS (mounted into them only while METRICS is on).\n"
                 "- `prometheus/`: Prometheus' config, alert rules and the app servers it scrapes;"
                 "\n  its query API and graphs on http://127.0.0.1:9090/ (PROMETHEUS_PUBLISH).\n"
             )

@@ -397,7 +397,7 @@ def test_export_with_metrics_brings_prometheus_and_counts_by_default(project, tm
     assert [p.name for p in job.overlays] == ["metrics.yaml", "compose.metrics.yaml"]
     compose = (dest / "compose.yaml").read_text()
     assert compose.count("METRICS: 1") == 2  # app1, app2: not the release step
-    assert compose.count("./metrics/uwsgi.ini:/etc/uwsgi/conf.d/metrics.ini:ro") == 2
+    assert compose.count("./metrics/uwsgi.ini:/etc/uwsgi/metrics.ini:ro") == 2
     assert "./prometheus/prometheus-targets.yml:/etc/prometheus/app-targets.yml:ro" in compose
     for name in ("prometheus.yml", "alerts.yml"):
         assert f"./prometheus/{name}:/etc/prometheus/{name}:ro" in compose
