@@ -5,7 +5,7 @@ Two cores are shared by everything a run does: a 512-connection burst, an httper
 image build beside a check that holds a latency or a rate to a bound made that check fail on a
 correct stack. Every test process on the machine (pytest-xdist's workers, and any other
 `make test`) takes the same lock (a file in the system's temporary folder, through
-`fcntl.flock`, so a process that dies releases it), by the test's mark (tests/conftest.py):
+`fcntl.flock`, so a process that dies releases it), by the test's mark (tests/scheduling.py):
 
 - `exclusive(what)`: a load generator (or an image build) waits until nothing else holds the
   lock, then holds it alone;

@@ -3,12 +3,10 @@
 `running_stack` (session) -> `stack` (module: the same project, put back as its files describe
 if an earlier module broke it) -> `base_url`. Stacks are discovered from stacks/*/compose.yaml;
 a module about some stacks only says so with `pytestmark = pytest.mark.stacks("<stack>", ...)`.
-pytest orders the tests so that each stack's checks, from every module, run together: the
-stack starts once and is taken down (with its volumes) as soon as they are done.
-
-`make test STACK=<name>` (`--stack`) runs the unit tests and that stack's checks only. Under
-pytest-xdist (`-n`), each stack's checks go to one worker (`--dist loadgroup`), so a stack
-still starts once; stacks run side by side.
+Each stack's checks, from every module, run together (tests/scheduling.py orders them): the
+stack starts once and is taken down (with its volumes) as soon as they are done. Also here:
+the failure figures tests `record`, the logs a failed test's report carries, and what a run
+must leave behind (no swarm, no temporary app image, no unexpected skip).
 """
 
 from __future__ import annotations
@@ -18,12 +16,11 @@ import os
 import re
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
-from harness import apps, machine_load, metrics
+from harness import apps, metrics
 from harness.compose import (
     ROOT,
     STACKS,
@@ -36,73 +33,13 @@ from harness.compose import (
     stop_stack,
 )
 
-
-def pytest_addoption(parser):
-    parser.addoption(
-        "--stack",
-        default="",
-        help="run the unit tests and this stack's checks only (make test STACK=...)",
-    )
-
-
-# The order of the work groups (each stack's checks, each module with a project of its own):
-# the longest first, so that under xdist (`--no-loadscope-reorder` keeps this order) no long
-# group starts when the other workers are nearly done.
-GROUP_ORDER = (
-    "test_swarm",
-    "<stack>",
-    "test_your_app",
-    "test_services",
-    "test_app_settings",
-    "test_acme",
-    "test_bench",
-    "test_tls",
-    "test_families",
-)
-# Within a stack's group: the contract first, what breaks the stack on purpose last.
-MODULE_ORDER = {"test_stacks": 0, "test_hardening": 2, "test_failures": 3}  # others: 1
-
-
-class GroupsInOrder:
-    """Sorts the tests into their work groups, each group's tests together (so that a stack
-    starts once, also without xdist), the groups by GROUP_ORDER and the modules within a
-    group by MODULE_ORDER, unit tests last."""
-
-    @staticmethod
-    def rank(item: pytest.Item) -> int:
-        if item.path.parent.name == "unit":
-            return len(GROUP_ORDER)
-        if "running_stack" in getattr(getattr(item, "callspec", None), "params", {}):
-            return GROUP_ORDER.index("<stack>")
-        module = item.module.__name__
-        return GROUP_ORDER.index(module) if module in GROUP_ORDER else len(GROUP_ORDER)
-
-    @pytest.hookimpl(trylast=True)
-    def pytest_collection_modifyitems(self, items):
-        first_seen: dict[str | None, int] = {}
-        for index, item in enumerate(items):
-            first_seen.setdefault(work_group(item), index)
-        items.sort(
-            key=lambda item: (
-                self.rank(item),
-                first_seen[work_group(item)],
-                MODULE_ORDER.get(item.module.__name__, 1),
-                item.module.__name__,
-                item.location[1],  # as written: pytest regroups tests whose stacks marks differ
-            )
-        )
+# the order, grouping and load lock of the tests (tests/scheduling.py): how they run, not what
+# they use
+pytest_plugins = ["scheduling"]
 
 
 def pytest_configure(config):
-    config.pluginmanager.register(GroupsInOrder(), "flask-stacks-group-order")
     config.addinivalue_line("markers", "stacks(*names): the stacks a module's tests apply to")
-    config.addinivalue_line("markers", "xdist_group(name): one xdist worker runs the group")
-    config.addinivalue_line(
-        "markers", "load: a load generator: runs alone on the machine (harness.machine_load)"
-    )
-    config.addinivalue_line(
-        "markers", "timed: a latency, rate or wall-clock bound: runs while no `load` test runs"
-    )
     config.addinivalue_line(
         "markers",
         "any_app: needs no knowledge of the app (its stream asks `probe`): `make test APP=...` "
@@ -116,9 +53,6 @@ def pytest_configure(config):
     # the METRICS stacks' Prometheus scrapes and evaluates every 3 s (harness.metrics)
     folder = Path(tempfile.gettempdir()) / "flask-stacks-prometheus"
     os.environ[metrics.TEST_CONFIG] = str(metrics.write_test_config(folder))
-    chosen = config.getoption("--stack")
-    if chosen and chosen not in STACKS:
-        raise pytest.UsageError(f"--stack={chosen} is not a stack. Use one of: {' '.join(STACKS)}")
 
 
 def pytest_generate_tests(metafunc):
@@ -127,82 +61,6 @@ def pytest_generate_tests(metafunc):
         mark = metafunc.definition.get_closest_marker("stacks")
         names = list(mark.args) if mark else STACKS
         metafunc.parametrize("running_stack", names, indirect=True, scope="session")
-
-
-def stack_of(item: pytest.Item) -> str | None:
-    """The stack a test checks: its `running_stack` or `stack` parameter, or the module's
-    STACK (a module about one stack with a fixture of its own, e.g. test_acme.py)."""
-    params = getattr(getattr(item, "callspec", None), "params", {})
-    for name in ("running_stack", "stack"):
-        if name in params:  # test_your_app's are "<app>@<stack>" or "<app>@export:<stack>"
-            return params[name].rsplit("@", 1)[-1].rsplit(":", 1)[-1]
-    return getattr(item.module, "STACK", None)
-
-
-def work_group(item: pytest.Item) -> str | None:
-    """What must run in one xdist worker: a stack's shared project, or one module's own
-    project (TLS, ACME, Swarm, families, bench). Unit tests go anywhere."""
-    if item.path.parent.name == "unit":
-        return None
-    params = getattr(getattr(item, "callspec", None), "params", {})
-    if "running_stack" in params:
-        return params["running_stack"]
-    if "stack" in params:  # xdist reads a group after its last "@": test_your_app's go without
-        return f"{item.module.__name__}-{params['stack'].replace('@', '-on-')}"
-    return item.module.__name__
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config, items):
-    """`--stack`: keep the unit tests and that stack's checks. APP set (`make test APP=...`):
-    keep the unit tests, test_your_app's checks and the `any_app` ones (the others check the
-    demo app's own routes), all on your app. Every test gets the xdist group of the project it
-    needs (before xdist reads the groups; GroupsInOrder sorts by them)."""
-    chosen = config.getoption("--stack")
-    yours = bool(os.environ.get("APP"))
-    kept, dropped = [], []
-    for item in items:
-        unit = item.path.parent.name == "unit"
-        if (chosen and not unit and stack_of(item) != chosen) or (
-            yours
-            and not unit
-            and item.module.__name__ != "test_your_app"
-            and not item.get_closest_marker("any_app")
-        ):
-            dropped.append(item)
-            continue
-        kept.append(item)
-        group = work_group(item)
-        item.user_properties.append(("work_group", group or "unit tests"))
-        if group:
-            if "@" in group:  # xdist would split it there and run the test in another group
-                raise pytest.UsageError(f"{item.nodeid}: work group {group!r} contains '@'")
-            item.add_marker(pytest.mark.xdist_group(group))
-    if dropped:
-        config.hook.pytest_deselected(items=dropped)
-        items[:] = kept
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_call(item):
-    """A `load` test runs with the machine's load lock held alone, a `timed` one shares it with
-    other timed tests (harness.machine_load): across xdist workers, no load generator runs
-    beside another or beside a check whose bound a loaded machine would break."""
-    if item.get_closest_marker("load"):
-        hold = machine_load.exclusive(item.nodeid)
-    elif item.get_closest_marker("timed"):
-        hold = machine_load.timed(item.nodeid)
-    else:
-        return (yield)
-    with hold as waited:
-        if waited:
-            item.user_properties.append(("load_lock_wait", waited))
-        held = time.monotonic()
-        try:
-            return (yield)
-        finally:
-            mode = "load" if item.get_closest_marker("load") else "timed"
-            item.user_properties.append(("load_lock_held", (mode, time.monotonic() - held)))
 
 
 @pytest.fixture(scope="session")
@@ -348,11 +206,6 @@ TROUBLE = re.compile(
 
 
 FIGURES: list[tuple[str, str, str]] = []
-# per work group: tests, seconds (setup, call and teardown) and seconds waited for the load lock
-GROUP_TIMES: dict[str, list[float]] = {}
-# per mode of the load lock (load: held alone, timed: shared): tests and seconds held. Held
-# alone, nothing but unmarked checks runs beside: that sum is the run's floor, whatever -n
-LOCK_HELD: dict[str, list[float]] = {}
 
 # The skips this suite expects (node id -> why). Which stacks a test applies to is decided when
 # tests are collected, from the stacks' files (harness.compose.NGINX_STACKS, app_server_of), so
@@ -365,17 +218,7 @@ UNEXPECTED_SKIPS: list[str] = []
 def pytest_runtest_logreport(report):
     """Collect recorded figures and unexpected skips (in the controller too: xdist sends the
     reports, user_properties included)."""
-    properties = dict(report.user_properties)
-    totals = GROUP_TIMES.setdefault(properties.get("work_group", "other"), [0, 0.0, 0.0])
-    totals[1] += report.duration
     if report.when == "call":
-        totals[0] += 1
-        totals[2] += properties.get("load_lock_wait", 0.0)
-        if "load_lock_held" in properties:
-            mode, seconds = properties["load_lock_held"]
-            held = LOCK_HELD.setdefault(mode, [0, 0.0])
-            held[0] += 1
-            held[1] += seconds
         FIGURES.extend(tuple(value) for key, value in report.user_properties if key == "figure")
     if report.skipped and report.nodeid not in EXPECTED_SKIPS:
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
@@ -439,17 +282,6 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
-    if GROUP_TIMES:
-        terminalreporter.section("time per work group (setup + call + teardown)")
-        terminalreporter.write_line("| group | tests | seconds | waiting for the load lock |")
-        terminalreporter.write_line("|---|---|---|---|")
-        for group, (tests, seconds, waited) in sorted(GROUP_TIMES.items(), key=lambda g: -g[1][1]):
-            terminalreporter.write_line(f"| {group} | {tests} | {seconds:.0f} | {waited:.0f} |")
-        for mode, (tests, seconds) in sorted(LOCK_HELD.items()):
-            how = "alone" if mode == "load" else "shared"
-            terminalreporter.write_line(
-                f"load lock held {how} ({tests} `{mode}` tests): {seconds:.0f} s"
-            )
     if UNEXPECTED_SKIPS:
         terminalreporter.section("unexpected skips (the run fails: see EXPECTED_SKIPS)")
         for line in UNEXPECTED_SKIPS:
