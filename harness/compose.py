@@ -18,11 +18,20 @@ from pathlib import Path
 
 import requests
 
-from harness import apps, machine_load
+from harness import machine_load
 from harness.traffic import POLL, wait_for
+from stackctl import apps
+from stackctl.stacks import (  # noqa: F401 (the tests read the stacks' facts from here too)
+    ROOT,
+    STACKS,
+    app_server_of,
+    images_env,
+    leave_swarm,
+    nginx_in_front,
+    nginx_service,
+    publish_var,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
-STACKS = sorted(p.parent.name for p in ROOT.glob("stacks/*/compose.yaml"))
 FAMILIES = sorted(p.name for p in ROOT.glob("docker-compose.*.yml"))
 UP_TIMEOUT = 300  # seconds; the first run builds the app image
 # every image a stack builds, a tag per project that start_stack builds (compose variable ->
@@ -44,21 +53,9 @@ class StackError(Exception):
     the containers' logs."""
 
 
-def images_env() -> dict[str, str]:
-    """Base images chosen by scripts/setup.sh (.images.env), unless the caller set them."""
-    env = {}
-    path = ROOT / ".images.env"
-    if path.exists():
-        for line in path.read_text().splitlines():
-            key, sep, value = line.partition("=")
-            if sep and key not in os.environ:
-                env[key] = value
-    return env
-
-
 def app_env(settings: dict[str, str] | None = None) -> dict[str, str]:
     """The compose variables of the app the settings name (APP, APP_MODULE... default the
-    environment's; none: the demo app), its secrets made if missing (harness.apps)."""
+    environment's; none: the demo app), its secrets made if missing (stackctl.apps)."""
     app = apps.from_settings({**os.environ, **(settings or {})})
     apps.ensure_secrets(app.secrets_dir, app.secret_files)
     return app.compose_env()
@@ -72,26 +69,6 @@ def app_overlays(stack: str, settings: dict[str, str] | None = None) -> tuple[Pa
     return (*app.service_overlays(), *((overlay,) if overlay else ()))
 
 
-def nginx_service(stack: str) -> bool:
-    """Whether the stack runs nginx as a service of its own (apart from the app server)."""
-    compose = (ROOT / "stacks" / stack / "compose.yaml").read_text()
-    return bool(re.search(r"^  nginx:", compose, flags=re.MULTILINE))
-
-
-def nginx_in_front(stack: str) -> bool:
-    """Whether nginx answers the stack's clients, read from its files (no container needed): an
-    `nginx` service in its compose.yaml, or an image built from a Dockerfile of its own that
-    installs nginx's config (single-container)."""
-    if nginx_service(stack):
-        return True
-    compose = (ROOT / "stacks" / stack / "compose.yaml").read_text()
-    dockerfile = re.search(r"^\s+dockerfile:\s*(\S+)", compose, flags=re.MULTILINE)
-    if not dockerfile:
-        return False
-    recipe = ROOT / dockerfile[1]  # relative to the context, the repository root
-    return recipe.is_file() and "/etc/nginx/" in recipe.read_text()
-
-
 # shared/nginx/nginx.conf's `log_format main`, field by field
 ACCESS_LOG_TEXT = re.compile(
     r'(?P<client>\S+) \[(?P<time>[^]]+)\] "(?P<method>\S+) (?P<uri>\S+) [^"]*" (?P<status>\d+) '
@@ -100,24 +77,9 @@ ACCESS_LOG_TEXT = re.compile(
 )
 
 
-def app_server_of(stack: str) -> str:
-    """The stack's app server, from the config file it ships: "uwsgi", "gunicorn" or "flask"."""
-    folder = ROOT / "stacks" / stack
-    if (folder / "uwsgi.ini").exists():
-        return "uwsgi"
-    if (folder / "gunicorn.conf.py").exists():
-        return "gunicorn"
-    return "flask"
-
-
 NGINX_STACKS = [name for name in STACKS if nginx_in_front(name)]
 # nginx and the app server in separate services (each can be stopped, killed, recreated alone)
 SPLIT_STACKS = [name for name in NGINX_STACKS if nginx_service(name)]
-
-
-def publish_var(stack: str) -> str:
-    """The env var that sets a stack's published address, e.g. NGINX_UWSGI_SOCKET_PUBLISH."""
-    return stack.upper().replace("-", "_") + "_PUBLISH"
 
 
 def ephemeral_ports(*patterns: str) -> dict[str, str]:
@@ -504,16 +466,6 @@ class Stack:
         return changed
 
 
-def leave_swarm() -> None:
-    """Leave this node's swarm and remove the bridge `swarm init` made (`leave` keeps it).
-    Careful: on Docker 20.10 leaving a swarm also drops the embedded DNS records of the
-    containers of every compose project running on this engine (a shared alias such as the
-    pair's `app` then resolves to nothing, and later to the recreated containers only), so
-    leave only when no other project runs, or recreate them after."""
-    subprocess.run(["docker", "swarm", "leave", "--force"], capture_output=True, check=False)
-    subprocess.run(["docker", "network", "rm", "docker_gwbridge"], capture_output=True, check=False)
-
-
 def docker_available() -> str | None:
     """None if a Docker engine and Compose v2 answer, else what is missing and how to fix it."""
     try:
@@ -577,7 +529,7 @@ def start_stack(
     rebuilt only when their inputs changed; `build=False` after `build_images`, e.g. to start
     several stacks at once). `overlays`: compose files on top of the stack's; `env`: variables for
     compose; `prefix`: the project name's start (`fs-bench` for make bench); `app_settings`:
-    pass the app's variables (APP, APP_MODULE... in `env` or the environment: harness.apps),
+    pass the app's variables (APP, APP_MODULE... in `env` or the environment: stackctl.apps),
     False for a folder that sets its own (make export's). Raises StackError, with the logs,
     after taking down what started."""
     project = f"{prefix}-{name.replace('.', '-')}-{uuid.uuid4().hex[:6]}"

@@ -13,15 +13,14 @@ from ruamel.yaml import YAML
 
 from harness.compose import ROOT
 from harness.traffic import POLL
+from stackctl.stacks import metrics_overlays
 
 PROMETHEUS_DIR = ROOT / "shared" / "prometheus"
 
 
 def overlays(stack: str) -> tuple[Path, ...]:
-    """The compose files METRICS=1 adds to `stack`, as the Makefile's METRICS_OVERLAYS: the
-    shared overlay, then the stack's own compose.metrics.yaml if it has one."""
-    own = ROOT / "stacks" / stack / "compose.metrics.yaml"
-    return (ROOT / "shared" / "compose" / "metrics.yaml", *([own] if own.exists() else []))
+    """The compose files METRICS=1 adds to `stack` (stackctl.stacks.metrics_overlays)."""
+    return metrics_overlays(stack)
 
 
 def seconds(duration: str) -> float:

@@ -4,7 +4,6 @@ presents, and which stacks have a TLS overlay."""
 from __future__ import annotations
 
 import hashlib
-import re
 import socket
 import ssl
 import subprocess
@@ -14,16 +13,7 @@ from pathlib import Path
 
 from harness.compose import ROOT, STACKS, Stack, start_stack
 from harness.traffic import Stream, summary, wait_for
-
-
-def tls_overlay(name: str) -> Path | None:
-    """The compose file that turns HTTPS on for a stack; None for a stack without nginx."""
-    own = ROOT / "stacks" / name / "compose.tls.yaml"
-    if own.exists():
-        return own
-    compose = (ROOT / "stacks" / name / "compose.yaml").read_text()
-    return ROOT / "shared/compose/tls.yaml" if re.search(r"^  nginx:", compose, re.M) else None
-
+from stackctl.stacks import tls_overlay
 
 TLS_STACKS = {name: overlay for name in STACKS if (overlay := tls_overlay(name))}
 

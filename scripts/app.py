@@ -6,7 +6,7 @@
                                    settings with what to fix (exit 2)
     scripts/app.py secrets         make the app's secrets (APP_SECRETS) in secrets/ if missing
     scripts/app.py export STACK DEST [--tls] [--acme] [--metrics] [--force]
-                                   a folder that runs STACK alone (harness/export.py)
+                                   a folder that runs STACK alone (stackctl/export.py)
     scripts/app.py diagnose STACK [-f overlay ...]
                                    after a failed `up`: why (the release step's output, each
                                    unhealthy container's last healthcheck answer)
@@ -14,7 +14,7 @@
 Settings come from the environment (APP, APP_MODULE, APP_STATIC, HEALTH_PATH, APP_DATA,
 APP_RELEASE_CMD, APP_SECRETS, SECRETS_AS_ENV, APP_ENV): docs/your-app.md; the services
 beside it (DB, QUEUE, WORKER): docs/services.md. The logic:
-harness/apps.py.
+stackctl/apps.py.
 """
 
 import json
@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness import apps  # noqa: E402
+from stackctl import apps  # noqa: E402
 
 
 def diagnose(app: apps.App, stack: str, overlays: list[str]) -> None:
@@ -90,7 +90,7 @@ def main(argv: list[str]) -> int:
             print(f"secret: {path.relative_to(apps.ROOT)} (kept if it was there; git ignores it)")
         return 0
     if argv[1] == "export":
-        from harness import export  # ruamel.yaml: in .venv (make export runs it from there)
+        from stackctl import export  # ruamel.yaml: in .venv (make export runs it from there)
 
         stack, dest = (argv[2:4] + ["", ""])[:2]
         try:

@@ -203,7 +203,7 @@ ensure_venv() {
   log "creating .venv with the test dependencies and the harness package"
   python3 -m venv .venv
   .venv/bin/pip install -qq -r requirements-dev.txt
-  .venv/bin/pip install -qq --editable .   # harness/, importable by the tests and scripts/
+  .venv/bin/pip install -qq --editable .   # stackctl/ and harness/, importable by the tests and scripts/
   echo "$want" >"$stamp"
 }
 

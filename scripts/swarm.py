@@ -33,8 +33,8 @@ import sys
 import time
 from pathlib import Path
 
-from harness import apps
-from harness.compose import ROOT, images_env, leave_swarm
+from stackctl import apps
+from stackctl.stacks import ROOT, images_env, leave_swarm
 
 STACK_DIR = ROOT / "stacks" / os.environ.get("STACK", "load-balanced-pair")
 FILES = ["-f", str(STACK_DIR / "compose.yaml"), "-f", str(STACK_DIR / "compose.swarm.yaml")]

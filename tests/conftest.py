@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import apps, metrics
+from harness import metrics
 from harness.compose import (
     ROOT,
     STACKS,
@@ -32,6 +32,7 @@ from harness.compose import (
     start_stack,
     stop_stack,
 )
+from stackctl import apps
 
 # the order, grouping and load lock of the tests (tests/scheduling.py): how they run, not what
 # they use

@@ -25,8 +25,8 @@ import time
 import pytest
 import requests
 
-from harness import apps
 from harness.compose import ROOT, app_server_of, build_images, start_stack, stop_stack
+from stackctl import apps
 
 # each loader once: uWSGI's (every uWSGI stack shares base.ini), Gunicorn's, Flask's; with the
 # APP_STATIC each runs with: the package's folder served by nginx, or by the app itself

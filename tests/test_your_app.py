@@ -42,7 +42,7 @@ from itsdangerous import URLSafeSerializer
 from markupsafe import escape
 from urllib3.exceptions import NewConnectionError
 
-from harness import apps, faults
+from harness import faults
 from harness.compose import (
     NGINX_STACKS,
     ROOT,
@@ -55,6 +55,7 @@ from harness.compose import (
     stop_stack,
 )
 from harness.traffic import CLOSE, NGINX_REFUSALS, raw_request, wait_for
+from stackctl import apps
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@
 # --env-file's rule); blank lines and # comments are skipped. Read here rather than through
 # Compose's env_file, which made `docker compose up` recreate the app's containers each time
 # (its config hash differs from what `config --hash` reports), and which shows every value in
-# `docker inspect`. harness/apps.py checks the file before anything starts; a line that still
+# `docker inspect`. stackctl/apps.py checks the file before anything starts; a line that still
 # cannot work, or a key the container already has (the stack's own settings), stops the start
 # here, naming the line.
 set -eu

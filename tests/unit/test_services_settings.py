@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from harness import apps, export
 from harness.compose import STACKS
+from stackctl import apps, export
 
 ROOT = Path(__file__).resolve().parents[2]
 ON = {"DB": "postgres", "QUEUE": "redis", "WORKER": "rq worker -c flask_stacks.rq_settings"}

@@ -1,5 +1,5 @@
-"""APP= settings (harness/apps.py), the release step (shared/docker/release.py) and
-`make export` (harness/export.py), without Docker: bad input gets a message that says what to
+"""APP= settings (stackctl/apps.py), the release step (shared/docker/release.py) and
+`make export` (stackctl/export.py), without Docker: bad input gets a message that says what to
 fix, before anything starts."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import apps, export
+from stackctl import apps, export
 
 ROOT = Path(__file__).resolve().parents[2]
 RELEASE = ROOT / "shared/docker/release.py"

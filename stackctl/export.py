@@ -23,9 +23,8 @@ from pathlib import Path
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
 
-from harness import apps
-from harness import metrics as harness_metrics
-from harness.compose import nginx_in_front
+from stackctl import apps
+from stackctl.stacks import metrics_overlays, nginx_in_front, tls_overlay
 
 ROOT = apps.ROOT
 # a ${VAR:-default} (or ${VAR-default}) reference; VARIABLE: a value that starts with one
@@ -223,7 +222,7 @@ class Export:
         elif parts[0] == "stacks":
             inside = "docker/" + source.name
         else:
-            raise ExportError(f"{relative}: no place for it in an export (harness/export.py)")
+            raise ExportError(f"{relative}: no place for it in an export (stackctl/export.py)")
         return self.keep(source, inside, inside)
 
     def keep(self, source: Path, inside_root: str, inside: str) -> str:
@@ -613,14 +612,18 @@ def export(
         raise ExportError(f"STACK={stack!r} is not a stack")
     overlays = []
     if tls or acme:
-        own = stack_dir / "compose.tls.yaml"
-        overlays.append(own if own.exists() else ROOT / "shared/compose/tls.yaml")
+        tls_file = tls_overlay(stack)
+        if tls_file is None:
+            raise ExportError(
+                f"{stack} has no nginx to terminate TLS; TLS=1 works with the nginx stacks"
+            )
+        overlays.append(tls_file)
     if acme:
         overlays.append(ROOT / "shared/compose/acme.yaml")
     if metrics:
         if not nginx_in_front(stack):
             raise ExportError(f"{stack} is for development: METRICS=1 works with the nginx stacks")
-        overlays.extend(harness_metrics.overlays(stack))
+        overlays.extend(metrics_overlays(stack))
     overlays.extend(app.service_overlays())  # DB, QUEUE, WORKER
     secrets_overlay = app.secrets_overlay(stack)  # APP_SECRETS beyond secret_key, the services'
     if secrets_overlay:

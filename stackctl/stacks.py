@@ -1,0 +1,88 @@
+"""The facts about a stack, read from its files (no container needed), answered here once for
+the tools (`make up`, `make export`, `make swarm-up`) and the tests alike: which stacks exist,
+whether nginx is in front and as a service of its own, which app server runs, and which compose
+files an overlay (TLS, METRICS) adds to it."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+STACKS = sorted(p.parent.name for p in ROOT.glob("stacks/*/compose.yaml"))
+
+
+def nginx_service(stack: str) -> bool:
+    """Whether the stack runs nginx as a service of its own (apart from the app server)."""
+    compose = (ROOT / "stacks" / stack / "compose.yaml").read_text()
+    return bool(re.search(r"^  nginx:", compose, flags=re.MULTILINE))
+
+
+def nginx_in_front(stack: str) -> bool:
+    """Whether nginx answers the stack's clients, read from its files (no container needed): an
+    `nginx` service in its compose.yaml, or an image built from a Dockerfile of its own that
+    installs nginx's config (single-container)."""
+    if nginx_service(stack):
+        return True
+    compose = (ROOT / "stacks" / stack / "compose.yaml").read_text()
+    dockerfile = re.search(r"^\s+dockerfile:\s*(\S+)", compose, flags=re.MULTILINE)
+    if not dockerfile:
+        return False
+    recipe = ROOT / dockerfile[1]  # relative to the context, the repository root
+    return recipe.is_file() and "/etc/nginx/" in recipe.read_text()
+
+
+def app_server_of(stack: str) -> str:
+    """The stack's app server, from the config file it ships: "uwsgi", "gunicorn" or "flask"."""
+    folder = ROOT / "stacks" / stack
+    if (folder / "uwsgi.ini").exists():
+        return "uwsgi"
+    if (folder / "gunicorn.conf.py").exists():
+        return "gunicorn"
+    return "flask"
+
+
+def publish_var(stack: str) -> str:
+    """The env var that sets a stack's published address, e.g. NGINX_UWSGI_SOCKET_PUBLISH."""
+    return stack.upper().replace("-", "_") + "_PUBLISH"
+
+
+def tls_overlay(stack: str) -> Path | None:
+    """The compose file that turns HTTPS on for a stack (its own compose.tls.yaml, else the
+    shared one where nginx is a service of its own); None for a stack without nginx."""
+    own = ROOT / "stacks" / stack / "compose.tls.yaml"
+    if own.exists():
+        return own
+    return ROOT / "shared/compose/tls.yaml" if nginx_service(stack) else None
+
+
+def metrics_overlays(stack: str) -> tuple[Path, ...]:
+    """The compose files METRICS=1 adds to `stack`, as the Makefile's METRICS_OVERLAYS: the
+    shared overlay (Prometheus, the exporter), then the stack's own compose.metrics.yaml (the
+    metrics files in its app servers and nginx)."""
+    own = ROOT / "stacks" / stack / "compose.metrics.yaml"
+    return (ROOT / "shared" / "compose" / "metrics.yaml", *([own] if own.exists() else []))
+
+
+def images_env() -> dict[str, str]:
+    """Base images chosen by scripts/setup.sh (.images.env), unless the caller set them."""
+    env = {}
+    path = ROOT / ".images.env"
+    if path.exists():
+        for line in path.read_text().splitlines():
+            key, sep, value = line.partition("=")
+            if sep and key not in os.environ:
+                env[key] = value
+    return env
+
+
+def leave_swarm() -> None:
+    """Leave this node's swarm and remove the bridge `swarm init` made (`leave` keeps it).
+    Careful: on Docker 20.10 leaving a swarm also drops the embedded DNS records of the
+    containers of every compose project running on this engine (a shared alias such as the
+    pair's `app` then resolves to nothing, and later to the recreated containers only), so
+    leave only when no other project runs, or recreate them after."""
+    subprocess.run(["docker", "swarm", "leave", "--force"], capture_output=True, check=False)
+    subprocess.run(["docker", "network", "rm", "docker_gwbridge"], capture_output=True, check=False)
