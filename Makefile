@@ -18,13 +18,10 @@ CMD    ?=
 VENV   := .venv/bin
 # base images chosen by setup (official, or local stand-ins where no registry answers)
 WITH_IMAGES = set -a && . ./.images.env && set +a &&
-# HTTPS overlays (docs/https.md): TLS=1 adds the stack's TLS overlay, ACME=1 certbot on top
-TLS_OVERLAY = $(firstword $(wildcard stacks/$(STACK)/compose.tls.yaml) shared/compose/tls.yaml)
-# METRICS=1 (docs/metrics.md): the app counts its requests; the overlays add Prometheus and the
-# NGINX exporter (the stack's own compose.metrics.yaml where its services differ)
-METRICS_OVERLAYS = shared/compose/metrics.yaml $(wildcard stacks/$(STACK)/compose.metrics.yaml)
-OVERLAYS = $(if $(TLS)$(ACME),-f $(TLS_OVERLAY)) $(if $(ACME),-f shared/compose/acme.yaml) \
-           $(if $(filter 1,$(METRICS)),$(addprefix -f ,$(METRICS_OVERLAYS)))
+# TLS=1 and ACME=1 (docs/https.md), METRICS=1 (docs/metrics.md): the overlays that switch them
+# on, as scripts/app.py's `env` names them for the stack (stackctl/stacks.py: exit 2 where one
+# does not apply)
+OVERLAYS = $$FEATURE_OVERLAYS
 # the app's compose variables (image, build context, project name...), checked first: exit 2
 # with what to fix
 WITH_APP = app_env=$$(python3 scripts/app.py env $(STACK)) || exit 2; eval "$$app_env" &&
@@ -67,14 +64,7 @@ check-stack:
 	@if [ -z "$(STACK)" ] || [ ! -f "stacks/$(STACK)/compose.yaml" ]; then \
 	  echo "STACK='$(STACK)' is not a stack. Use one of: $(STACKS)" >&2; \
 	  echo "  e.g. make $(MAKECMDGOALS) STACK=nginx-uwsgi-socket" >&2; exit 2; fi
-	@if [ -n "$(TLS)$(ACME)" ] && ! grep -qE '^  nginx:' stacks/$(STACK)/compose.yaml \
-	  && [ ! -f stacks/$(STACK)/compose.tls.yaml ]; then \
-	  echo "$(STACK) has no nginx to terminate TLS; TLS=1 works with the nginx stacks" >&2; exit 2; fi
-	@case "$(METRICS)" in ""|0|1) ;; *) echo "METRICS='$(METRICS)' must be 1 (on) or 0 (off, the default)" >&2; exit 2 ;; esac
-	@if [ "$(METRICS)" = 1 ] && [ "$(STACK)" = flask-dev ]; then \
-	  echo "flask-dev is for development: METRICS=1 works with the nginx stacks" >&2; exit 2; fi
-	@if [ -n "$(ACME)" ] && ! grep -qE '^  nginx:' stacks/$(STACK)/compose.yaml; then \
-	  echo "ACME=1 needs a stack with an nginx service; for $(STACK) mount certbot's files (docs/https.md)" >&2; exit 2; fi
+	@python3 scripts/app.py env $(STACK) >/dev/null   # the app's settings and the features: exit 2 with what to fix
 
 certs: ## make a local CA and a certificate for localhost in certs/ (for TLS=1), print how to trust it
 	@scripts/certs.sh certs

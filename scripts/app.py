@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from stackctl import apps  # noqa: E402
+from stackctl import apps, stacks  # noqa: E402
 
 
 def diagnose(app: apps.App, stack: str, overlays: list[str]) -> None:
@@ -120,6 +120,23 @@ def main(argv: list[str]) -> int:
         env["SERVICE_OVERLAYS"] = " ".join(
             f"-f {path.relative_to(apps.ROOT)}" for path in app.service_overlays()
         )
+        # TLS, ACME, METRICS (make's variables: any value but empty switches TLS and ACME on)
+        metrics = os.environ.get("METRICS", "")
+        try:
+            if metrics not in ("", "0", "1"):
+                raise stacks.OverlayError(
+                    f"METRICS='{metrics}' must be 1 (on) or 0 (off, the default)"
+                )
+            features = stacks.feature_overlays(
+                argv[2],
+                tls=bool(os.environ.get("TLS")),
+                acme=bool(os.environ.get("ACME")),
+                metrics=metrics == "1",
+            )
+        except stacks.OverlayError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        env["FEATURE_OVERLAYS"] = " ".join(f"-f {path.relative_to(apps.ROOT)}" for path in features)
     for key, value in env.items():
         print(f"export {key}={shlex.quote(value)}")
     return 0

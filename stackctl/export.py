@@ -24,7 +24,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
 
 from stackctl import apps
-from stackctl.stacks import metrics_overlays, nginx_in_front, tls_overlay
+from stackctl.stacks import OverlayError, feature_overlays
 
 ROOT = apps.ROOT
 # a ${VAR:-default} (or ${VAR-default}) reference; VARIABLE: a value that starts with one
@@ -610,20 +610,10 @@ def export(
     stack_dir = ROOT / "stacks" / stack
     if not (stack_dir / "compose.yaml").is_file():
         raise ExportError(f"STACK={stack!r} is not a stack")
-    overlays = []
-    if tls or acme:
-        tls_file = tls_overlay(stack)
-        if tls_file is None:
-            raise ExportError(
-                f"{stack} has no nginx to terminate TLS; TLS=1 works with the nginx stacks"
-            )
-        overlays.append(tls_file)
-    if acme:
-        overlays.append(ROOT / "shared/compose/acme.yaml")
-    if metrics:
-        if not nginx_in_front(stack):
-            raise ExportError(f"{stack} is for development: METRICS=1 works with the nginx stacks")
-        overlays.extend(metrics_overlays(stack))
+    try:
+        overlays = feature_overlays(stack, tls=tls, acme=acme, metrics=metrics)
+    except OverlayError as error:
+        raise ExportError(str(error)) from None
     overlays.extend(app.service_overlays())  # DB, QUEUE, WORKER
     secrets_overlay = app.secrets_overlay(stack)  # APP_SECRETS beyond secret_key, the services'
     if secrets_overlay:

@@ -66,6 +66,37 @@ def metrics_overlays(stack: str) -> tuple[Path, ...]:
     return (ROOT / "shared" / "compose" / "metrics.yaml", *([own] if own.exists() else []))
 
 
+class OverlayError(ValueError):
+    """A feature that cannot be switched on for a stack; the message says what works."""
+
+
+def feature_overlays(
+    stack: str, *, tls: bool = False, acme: bool = False, metrics: bool = False
+) -> list[Path]:
+    """The compose files that switch TLS, ACME and METRICS on for `stack`, in the order they
+    apply (TLS, certbot on top of it, then METRICS'), for `make` and `make export` alike."""
+    overlays = []
+    if tls or acme:
+        tls_file = tls_overlay(stack)
+        if tls_file is None:
+            raise OverlayError(
+                f"{stack} has no nginx to terminate TLS; TLS=1 works with the nginx stacks"
+            )
+        overlays.append(tls_file)
+    if acme:
+        if not nginx_service(stack):
+            raise OverlayError(
+                f"ACME=1 needs a stack with an nginx service; for {stack} mount certbot's "
+                "files (docs/https.md)"
+            )
+        overlays.append(ROOT / "shared/compose/acme.yaml")
+    if metrics:
+        if not nginx_in_front(stack):
+            raise OverlayError(f"{stack} is for development: METRICS=1 works with the nginx stacks")
+        overlays.extend(metrics_overlays(stack))
+    return overlays
+
+
 def images_env() -> dict[str, str]:
     """Base images chosen by scripts/setup.sh (.images.env), unless the caller set them."""
     env = {}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -112,6 +113,48 @@ def test_scripts_app_env_exits_2_with_the_message():
     result = subprocess.run([sys.executable, str(ROOT / "scripts/app.py"), "env", "x"],
                             env=env, capture_output=True, text=True, check=False)  # fmt: skip
     assert result.returncode == 2 and "is not a directory" in result.stderr
+    assert result.stdout == ""
+
+
+def app_env(stack: str, **variables: str) -> subprocess.CompletedProcess:
+    """`scripts/app.py env STACK` as make runs it, with make's variables in the environment."""
+    env = {k: v for k, v in os.environ.items() if k not in ("APP", "TLS", "ACME", "METRICS")}
+    return subprocess.run([sys.executable, str(ROOT / "scripts/app.py"), "env", stack],
+                          env={**env, **variables}, capture_output=True, text=True,
+                          check=False)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("stack", "variables", "overlays"),
+    [
+        ("nginx-uwsgi-tcp", {}, ""),
+        ("nginx-uwsgi-tcp", {"TLS": "1"}, "-f shared/compose/tls.yaml"),
+        ("single-container", {"TLS": "1"}, "-f stacks/single-container/compose.tls.yaml"),
+        ("nginx-uwsgi-socket", {"ACME": "1"},
+         "-f shared/compose/tls.yaml -f shared/compose/acme.yaml"),
+        ("load-balanced-pair", {"METRICS": "1"},
+         "-f shared/compose/metrics.yaml -f stacks/load-balanced-pair/compose.metrics.yaml"),
+        ("nginx-uwsgi-tcp", {"METRICS": "0"}, ""),
+    ],
+)  # fmt: skip
+def test_make_gets_each_features_overlays_for_the_stack(stack, variables, overlays):
+    result = app_env(stack, **variables)
+    assert result.returncode == 0, result.stderr
+    assert f"export FEATURE_OVERLAYS={shlex.quote(overlays)}" in result.stdout.splitlines()
+
+
+@pytest.mark.parametrize(
+    ("stack", "variables", "message"),
+    [
+        ("flask-dev", {"TLS": "1"}, "flask-dev has no nginx to terminate TLS"),
+        ("single-container", {"ACME": "1"}, "ACME=1 needs a stack with an nginx service"),
+        ("flask-dev", {"METRICS": "1"}, "flask-dev is for development: METRICS=1 works"),
+        ("nginx-uwsgi-tcp", {"METRICS": "yes"}, "METRICS='yes' must be 1 (on) or 0"),
+    ],
+)
+def test_a_feature_the_stack_cannot_take_exits_2_with_what_works(stack, variables, message):
+    result = app_env(stack, **variables)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
     assert result.stdout == ""
 
 
