@@ -59,7 +59,7 @@ def tls_overlay(stack: str) -> Path | None:
 
 
 def metrics_overlays(stack: str) -> tuple[Path, ...]:
-    """The compose files METRICS=1 adds to `stack`, as the Makefile's METRICS_OVERLAYS: the
+    """The compose files METRICS=1 adds to `stack`, for make and the tests alike: the
     shared overlay (Prometheus, the exporter), then the stack's own compose.metrics.yaml (the
     metrics files in its app servers and nginx)."""
     own = ROOT / "stacks" / stack / "compose.metrics.yaml"
