@@ -7,6 +7,8 @@
     scripts/app.py secrets         make the app's secrets (APP_SECRETS) in secrets/ if missing
     scripts/app.py export STACK DEST [--tls] [--acme] [--metrics] [--force]
                                    a folder that runs STACK alone (stackctl/export.py)
+    scripts/app.py overlays STACK  the compose files TLS, ACME and METRICS (as set) add to STACK,
+                                   one per line (make lint); exit 2 where one does not apply
     scripts/app.py diagnose STACK [-f overlay ...]
                                    after a failed `up`: why (the release step's output, each
                                    unhealthy container's last healthcheck answer)
@@ -76,8 +78,22 @@ def diagnose(app: apps.App, stack: str, overlays: list[str]) -> None:
             )
 
 
+def feature_overlays(stack: str) -> list[Path]:
+    """TLS, ACME and METRICS as make's variables set them (any value but empty switches TLS and
+    ACME on): their compose files for `stack`; OverlayError says what works."""
+    metrics = os.environ.get("METRICS", "")
+    if metrics not in ("", "0", "1"):
+        raise stacks.OverlayError(f"METRICS='{metrics}' must be 1 (on) or 0 (off, the default)")
+    return stacks.feature_overlays(
+        stack,
+        tls=bool(os.environ.get("TLS")),
+        acme=bool(os.environ.get("ACME")),
+        metrics=metrics == "1",
+    )
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) < 2 or argv[1] not in ("env", "secrets", "diagnose", "export"):
+    if len(argv) < 2 or argv[1] not in ("env", "secrets", "diagnose", "export", "overlays"):
         print(__doc__, file=sys.stderr)
         return 2
     try:
@@ -105,6 +121,15 @@ def main(argv: list[str]) -> int:
     if argv[1] == "diagnose":
         diagnose(app, argv[2], argv[3:])
         return 0
+    if argv[1] == "overlays":
+        try:
+            files = feature_overlays(argv[2] if len(argv) > 2 else "")
+        except stacks.OverlayError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        for path in files:
+            print(path.relative_to(apps.ROOT))
+        return 0
     env = app.compose_env()
     if len(argv) > 2:
         try:
@@ -120,19 +145,8 @@ def main(argv: list[str]) -> int:
         env["SERVICE_OVERLAYS"] = " ".join(
             f"-f {path.relative_to(apps.ROOT)}" for path in app.service_overlays()
         )
-        # TLS, ACME, METRICS (make's variables: any value but empty switches TLS and ACME on)
-        metrics = os.environ.get("METRICS", "")
         try:
-            if metrics not in ("", "0", "1"):
-                raise stacks.OverlayError(
-                    f"METRICS='{metrics}' must be 1 (on) or 0 (off, the default)"
-                )
-            features = stacks.feature_overlays(
-                argv[2],
-                tls=bool(os.environ.get("TLS")),
-                acme=bool(os.environ.get("ACME")),
-                metrics=metrics == "1",
-            )
+            features = feature_overlays(argv[2])
         except stacks.OverlayError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2

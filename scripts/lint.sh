@@ -86,12 +86,16 @@ for file in shared/compose/tls.yaml shared/compose/acme.yaml stacks/*/compose.tl
   check "compose config: $file" docker compose -f stacks/nginx-uwsgi-socket/compose.yaml \
     -f shared/compose/tls.yaml ${file:+-f "$file"} config --quiet
 done
-# METRICS=1: the overlay over every stack that takes it (all but flask-dev), with the stack's own
+# the compose files a feature adds to a stack, as make adds them (none: it does not apply)
+overlay_args() {  # overlay_args <stack> <VAR=1...>: "-f file" for each, one per line
+  env "${@:2}" python3 scripts/app.py overlays "$1" 2>/dev/null | sed 's/^/-f\n/'
+}
+# METRICS=1 over every stack that takes it
 for file in stacks/*/compose.yaml; do
   stack=$(basename "$(dirname "$file")")
-  [ "$stack" = flask-dev ] && continue
-  check "compose config: $stack + METRICS=1" docker compose -f "$file" \
-    -f shared/compose/metrics.yaml -f "stacks/$stack/compose.metrics.yaml" config --quiet
+  mapfile -t overlays < <(overlay_args "$stack" METRICS=1)
+  [ ${#overlays[@]} -gt 0 ] || continue
+  check "compose config: $stack + METRICS=1" docker compose -f "$file" "${overlays[@]}" config --quiet
 done
 # Prometheus' config and alert rules, by promtool in the Prometheus image the overlay runs:
 # syntax, then the rules' unit tests (shared/prometheus/alerts.test.yml)
@@ -104,10 +108,8 @@ check "promtool test rules" promtool test rules alerts.test.yml
 
 for file in stacks/*/compose.yaml; do
   stack=$(basename "$(dirname "$file")")
-  tls_overlay=shared/compose/tls.yaml
-  [ -f "stacks/$stack/compose.tls.yaml" ] && tls_overlay=stacks/$stack/compose.tls.yaml
   # TLS and METRICS together: each overlay's nginx files in one more nginx -T
-  with_overlays=("$tls_overlay" shared/compose/metrics.yaml "stacks/$stack/compose.metrics.yaml")
+  mapfile -t with_overlays < <(env TLS=1 METRICS=1 python3 scripts/app.py overlays "$stack" 2>/dev/null)
   # the long-running services (the one-shot `release` step serves nothing)
   mapfile -t services < <(docker compose -f "$file" config --services | grep -vx release)
   if printf '%s\n' "${services[@]}" | grep -qx nginx; then

@@ -143,6 +143,18 @@ def test_make_gets_each_features_overlays_for_the_stack(stack, variables, overla
     assert f"export FEATURE_OVERLAYS={shlex.quote(overlays)}" in result.stdout.splitlines()
 
 
+def test_overlays_lists_the_files_one_per_line_for_lint():
+    env = {k: v for k, v in os.environ.items() if k not in ("APP", "TLS", "ACME", "METRICS")}
+    result = subprocess.run([sys.executable, str(ROOT / "scripts/app.py"), "overlays",
+                             "single-container"], env={**env, "TLS": "1", "METRICS": "1"},
+                            capture_output=True, text=True, check=False)  # fmt: skip
+    assert result.stdout.splitlines() == [
+        "stacks/single-container/compose.tls.yaml",
+        "shared/compose/metrics.yaml",
+        "stacks/single-container/compose.metrics.yaml",
+    ]
+
+
 @pytest.mark.parametrize(
     ("stack", "variables", "message"),
     [
