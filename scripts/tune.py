@@ -32,7 +32,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import (
+from harness.bench import (
     CEILING,
     CONTAINER,
     Target,

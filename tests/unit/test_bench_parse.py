@@ -1,18 +1,10 @@
 """`make bench` reads wrk's report right, errors included: a parser that misses errors would
 report a broken stack as healthy."""
 
-import importlib.util
-import sys
-
 import pytest
 
-from harness.compose import ROOT
+from harness import bench
 from harness.wrk import parse_wrk
-
-spec = importlib.util.spec_from_file_location("bench", ROOT / "scripts/bench.py")
-bench = importlib.util.module_from_spec(spec)
-sys.modules["bench"] = bench  # dataclasses look their module up there
-spec.loader.exec_module(bench)
 
 # wrk 4.1.0 --latency, as printed by Debian's package (a run with errors)
 WRK_WITH_ERRORS = """\

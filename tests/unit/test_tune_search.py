@@ -10,7 +10,6 @@ import pytest
 
 from harness.compose import ROOT
 
-sys.path.insert(0, str(ROOT / "scripts"))  # tune imports bench, as `python scripts/tune.py` does
 spec = importlib.util.spec_from_file_location("tune", ROOT / "scripts/tune.py")
 tune = importlib.util.module_from_spec(spec)
 sys.modules["tune"] = tune  # dataclasses look their module up there
