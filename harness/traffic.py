@@ -116,10 +116,16 @@ def summary(results: list[Result]) -> str:
     return f"sent {len(results)} / failed {len(failed(results))} / max latency {worst:.2f} s"
 
 
+def percentile(values: list[float], share: float) -> float:
+    """The value below which `share` of `values` lie (nearest rank; nan for none): the one rule
+    every figure of the tests and the bench uses."""
+    ordered = sorted(values)
+    return ordered[min(int(len(ordered) * share), len(ordered) - 1)] if ordered else float("nan")
+
+
 def p99_seconds(results: list[Result]) -> float:
     """The 99th percentile of the requests' latencies (nan for none)."""
-    latencies = sorted(r.seconds for r in results)
-    return latencies[int(len(latencies) * 0.99)] if latencies else float("nan")
+    return percentile([r.seconds for r in results], 0.99)
 
 
 class Background:

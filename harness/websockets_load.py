@@ -12,6 +12,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
 from harness import machine_load
+from harness.traffic import percentile
 
 HANDSHAKES_AT_ONCE = 50  # nginx's listen backlog is 511: a thousand SYNs at once would overflow it
 
@@ -111,10 +112,9 @@ async def _echo_rate(url: str, connections: int, seconds: float, size: int) -> d
     finally:
         await close_all(sockets)
     elapsed = time.monotonic() - started
-    times.sort()
 
     def ms(share: float) -> float:
-        return times[min(int(len(times) * share), len(times) - 1)] * 1000 if times else 0.0
+        return percentile(times, share) * 1000 if times else 0.0
 
     return {
         "messages": len(times),
