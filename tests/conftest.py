@@ -180,8 +180,9 @@ def pytest_runtest_makereport(item, call):
     report = yield
     if call.excinfo is not None and call.excinfo.errisinstance(StackError):
         report.longrepr = str(call.excinfo.value)
-    stack = item.funcargs.get("stack") if hasattr(item, "funcargs") else None
-    stack = getattr(stack, "stack", stack)  # test_your_app's Target holds its Stack
+    funcargs = getattr(item, "funcargs", {})
+    target = funcargs.get("target")  # test_your_app's: an app on a stack
+    stack = target.stack if target is not None else funcargs.get("stack")
     if report.failed and isinstance(stack, Stack):
         try:
             logs = stack.logs()

@@ -89,11 +89,11 @@ def pytest_configure(config):
 
 
 def stack_of(item: pytest.Item) -> str | None:
-    """The stack a test checks: its `running_stack` or `stack` parameter, or the module's
-    STACK (a module about one stack with a fixture of its own, e.g. test_acme.py)."""
+    """The stack a test checks: its `running_stack`, `stack` or `target` parameter, or the
+    module's STACK (a module about one stack with a fixture of its own, e.g. test_acme.py)."""
     params = getattr(getattr(item, "callspec", None), "params", {})
-    for name in ("running_stack", "stack"):
-        if name in params:  # test_your_app's are "<app>@<stack>" or "<app>@export:<stack>"
+    for name in ("running_stack", "stack", "target"):
+        if name in params:  # test_your_app's targets: "<app>@<stack>", "<app>@export:<stack>"
             return params[name].rsplit("@", 1)[-1].rsplit(":", 1)[-1]
     return getattr(item.module, "STACK", None)
 
@@ -106,8 +106,9 @@ def work_group(item: pytest.Item) -> str | None:
     params = getattr(getattr(item, "callspec", None), "params", {})
     if "running_stack" in params:
         return params["running_stack"]
-    if "stack" in params:  # xdist reads a group after its last "@": test_your_app's go without
-        return f"{item.module.__name__}-{params['stack'].replace('@', '-on-')}"
+    for name in ("stack", "target"):  # a module's own project per parameter
+        if name in params:  # xdist reads a group after its last "@": test_your_app's go without
+            return f"{item.module.__name__}-{params[name].replace('@', '-on-')}"
     return item.module.__name__
 
 

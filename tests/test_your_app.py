@@ -302,7 +302,7 @@ def real_apps_folder(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module", params=targets())
-def stack(request, images, real_apps_folder, tmp_path_factory):
+def target(request, images, real_apps_folder, tmp_path_factory):
     """The app (the param's first half) up on the stack (its second half), once for every
     check of this module; always taken down, volumes and all."""
     name, _, where = request.param.partition("@")
@@ -441,25 +441,27 @@ STATIC_FILE_SHA = (
 )
 
 
-def test_health_path_and_static_file_through_nginx(stack: Target):
-    health = requests.get(stack.url + stack.app.health_path, timeout=10, allow_redirects=False)
-    assert 200 <= health.status_code < 300, f"{stack.app.health_path}: {health.status_code}"
+def test_health_path_and_static_file_through_nginx(target: Target):
+    health = requests.get(target.url + target.app.health_path, timeout=10, allow_redirects=False)
+    assert 200 <= health.status_code < 300, f"{target.app.health_path}: {health.status_code}"
     assert health.headers.get("X-Request-ID"), "nginx's request id is missing"
-    front, app_service = stack.stack.front, stack.stack.app_services()[0]
-    served = stack.stack.exec(front, "find", "/srv/www/static", "-type", "f").split()
-    if not stack.app.static:  # the app serves /static/ itself: nginx passes it on
+    front, app_service = target.stack.front, target.stack.app_services()[0]
+    served = target.stack.exec(front, "find", "/srv/www/static", "-type", "f").split()
+    if not target.app.static:  # the app serves /static/ itself: nginx passes it on
         assert not served, f"APP_STATIC is empty, yet nginx's image holds {served[:3]}"
         uri = f"/static/flask-stacks-probe-{uuid.uuid4().hex}"
-        requests.get(stack.url + uri, timeout=10)
-        line = stack.stack.access_log(uri)
+        requests.get(target.url + uri, timeout=10)
+        line = target.stack.access_log(uri)
         assert line["upstream"], f"nginx answered {uri} itself: {line}"
         return
-    name = REAL_APPS[stack.name].static_file if stack.name in REAL_APPS else ""
+    name = REAL_APPS[target.name].static_file if target.name in REAL_APPS else ""
     name = name or min(served).removeprefix("/srv/www/static/")  # yours: a file nginx holds
-    static = requests.get(f"{stack.url}/static/{name}", timeout=10)
+    static = requests.get(f"{target.url}/static/{name}", timeout=10)
     assert static.status_code == 200, f"/static/{name}: {static.status_code}"
     # the app's own file: what its image has under APP_STATIC
-    digest = stack.stack.exec(app_service, "python", "-c", STATIC_FILE_SHA, stack.app.static, name)
+    digest = target.stack.exec(
+        app_service, "python", "-c", STATIC_FILE_SHA, target.app.static, name
+    )
     assert hashlib.sha256(static.content).hexdigest() == digest.strip(), f"/static/{name}"
     # nginx's static location, not the app (Flask would say no-cache): a year for a name with
     # its content's hash in it (snippets/static-files.conf), an hour for any other
@@ -467,15 +469,15 @@ def test_health_path_and_static_file_through_nginx(stack: Target):
     assert static.headers.get("Cache-Control") == cache, static.headers
 
 
-def test_nginx_refuses_hostile_input_before_the_app(stack: Target):
+def test_nginx_refuses_hostile_input_before_the_app(target: Target):
     """What nginx refuses itself (harness.traffic.NGINX_REFUSALS: a request line that is not
     HTTP, a 64 KiB URI, a 17 KB cookie, a body over 10 MiB, its own error page; a missing
     static file where nginx serves the static folder) gets nginx's JSON answer with its request
     id, whatever the app: the app, which answers in its own shape, never saw the request."""
     for case, (status, data) in NGINX_REFUSALS.items():
-        if case == "a missing static file" and not stack.app.static:
+        if case == "a missing static file" and not target.app.static:
             continue  # APP_STATIC empty: the app answers /static/ itself
-        answer = raw_request(stack.url, data.replace(b"\r\n\r\n", CLOSE, 1))
+        answer = raw_request(target.url, data.replace(b"\r\n\r\n", CLOSE, 1))
         assert answer.status == status, f"{case} -> {answer.raw[:300]!r}"
         assert answer.headers.get("content-type") == "application/json", (case, answer.headers)
         body = json.loads(answer.body)
@@ -483,27 +485,27 @@ def test_nginx_refuses_hostile_input_before_the_app(stack: Target):
         assert body.keys() == {"error", "status", "detail"} and body["status"] == status, body
 
 
-def test_every_process_unprivileged_and_locked_down(stack: Target):
-    for service in stack.stack.services():
-        config = stack.stack.inspect(service)["HostConfig"]
+def test_every_process_unprivileged_and_locked_down(target: Target):
+    for service in target.stack.services():
+        config = target.stack.inspect(service)["HostConfig"]
         assert config["ReadonlyRootfs"], f"{service}: root filesystem is writable"
         assert config["CapDrop"] == ["ALL"] and not config.get("CapAdd"), f"{service}: {config}"
-        for fields in stack.stack.processes(service):
+        for fields in target.stack.processes(service):
             process = fields["Name"]
             assert "0" not in fields["Uid"].split(), f"{service}: {process} runs as root"
             assert int(fields["CapEff"], 16) == 0, f"{service}: {process} has capabilities"
             assert fields["NoNewPrivs"] == "1", f"{service}: {process} may gain privileges"
-    page = requests.get(stack.url + stack.app.health_path, timeout=10)
+    page = requests.get(target.url + target.app.health_path, timeout=10)
     for header in ("X-Content-Type-Options", "X-Frame-Options", "Referrer-Policy"):
         assert header in page.headers, f"nginx's {header} is missing on the app's page"
 
 
-def test_data_folder_is_the_apps_alone(stack: Target):
-    app_service = stack.stack.app_services()[0]
-    data = stack.app.data
-    owner = stack.stack.exec(app_service, "stat", "-c", "%u %a", data).split()
+def test_data_folder_is_the_apps_alone(target: Target):
+    app_service = target.stack.app_services()[0]
+    data = target.app.data
+    owner = target.stack.exec(app_service, "stat", "-c", "%u %a", data).split()
     assert owner == ["10001", "700"], f"{data}: owner and mode {owner}, want the app's, 700"
-    mounts = {m["Destination"]: m for m in stack.stack.inspect(app_service)["Mounts"]}
+    mounts = {m["Destination"]: m for m in target.stack.inspect(app_service)["Mounts"]}
     assert mounts.get(data, {}).get("Type") == "volume", f"{data} is not a named volume"
 
 
@@ -513,32 +515,32 @@ PROCESS_ENV = (
 )
 
 
-def test_secret_is_a_file_not_in_the_environment_or_image(stack: Target, real_apps_folder):
+def test_secret_is_a_file_not_in_the_environment_or_image(target: Target, real_apps_folder):
     """Each secret of APP_SECRETS is the file /run/secrets/<name>, named by <NAME>_FILE; in no
     service's `docker inspect`, no image layer; in the app's processes as <NAME> exactly when
     SECRETS_AS_ENV names it (the README's words)."""
-    app_service = stack.stack.app_services()[0]
-    secrets = {name: stack.secret(name) for name in stack.app.secret_names}
-    master = faults.app_server(stack.stack, app_service).master["pid"]
-    process_env = stack.stack.exec(app_service, "python", "-c", PROCESS_ENV, str(master))
+    app_service = target.stack.app_services()[0]
+    secrets = {name: target.secret(name) for name in target.app.secret_names}
+    master = faults.app_server(target.stack, app_service).master["pid"]
+    process_env = target.stack.exec(app_service, "python", "-c", PROCESS_ENV, str(master))
     assert "APP_MODULE=" in process_env, f"{app_service}: not the app server's env: {master}"
     variables = process_env.splitlines()
     for name, secret in secrets.items():
         path = f"/run/secrets/{name}"
-        assert stack.stack.exec(app_service, "cat", path).strip() == secret, path
+        assert target.stack.exec(app_service, "cat", path).strip() == secret, path
         assert f"{name.upper()}_FILE={path}" in variables, f"{name.upper()}_FILE is not {path}"
-        for service in stack.stack.services():
-            env = stack.stack.inspect(service)["Config"]["Env"]
+        for service in target.stack.services():
+            env = target.stack.inspect(service)["Config"]["Env"]
             assert not any(secret in entry for entry in env), f"{service}: {name} in its env"
-        exported = name in stack.app.secrets_as_env.split()
+        exported = name in target.app.secrets_as_env.split()
         assert (f"{name.upper()}={secret}" in variables) == exported, (
-            f"SECRETS_AS_ENV={stack.app.secrets_as_env!r}: {name.upper()} is "
+            f"SECRETS_AS_ENV={target.app.secrets_as_env!r}: {name.upper()} is "
             f"{'missing from' if exported else 'in'} the app server's environment"
         )
-    image = stack.stack.inspect(app_service)["Config"]["Image"]
+    image = target.stack.inspect(app_service)["Config"]["Image"]
     # once per app and secrets in a run, whichever xdist worker comes first (a `docker save` takes
     # seconds): each project tags the app's image anew (start_stack), its layers are the same
-    searched = hashlib.sha256(json.dumps([stack.app.name, secrets]).encode()).hexdigest()[:16]
+    searched = hashlib.sha256(json.dumps([target.app.name, secrets]).encode()).hexdigest()[:16]
     try:
         (real_apps_folder / f"saved-{searched}").touch(exist_ok=False)
     except FileExistsError:  # the same app on another stack: its layers were read already
@@ -553,11 +555,11 @@ def test_secret_is_a_file_not_in_the_environment_or_image(stack: Target, real_ap
         assert secret.encode() not in saved, f"{image}: a layer holds {name}"
 
 
-def check_local_state_stays_out_of_the_image(stack: Target):
+def check_local_state_stays_out_of_the_image(target: Target):
     """.env files, secrets/ and instance/ of the checkout are not in the app's image (nor,
     through it, in the data volume Docker fills from the image at its first mount)."""
-    app_service = stack.stack.app_services()[0]
-    found = stack.stack.exec(
+    app_service = target.stack.app_services()[0]
+    found = target.stack.exec(
         app_service, "python", "-c",
         "import os, sys; print(*[p for p in sys.argv[1:] if os.path.lexists('/app/' + p)])",
         *LOCAL_STATE,
@@ -585,16 +587,16 @@ def flaskr_login(url: str, user: str) -> requests.Session:
     return client
 
 
-def check_the_apps_own_flow(stack: Target):
-    if stack.name == "flaskr":
+def check_the_apps_own_flow(target: Target):
+    if target.name == "flaskr":
         user = f"u{uuid.uuid4().hex[:8]}"
-        client = flaskr_login(stack.url, user)
+        client = flaskr_login(target.url, user)
         # the session is signed with our secret: Flask's own serializer opens it with that key
         from flask import Flask
         from flask.sessions import SecureCookieSessionInterface
 
         probe = Flask("probe")
-        probe.secret_key = stack.secret()
+        probe.secret_key = target.secret()
         opened = (
             SecureCookieSessionInterface()
             .get_signing_serializer(probe)
@@ -603,89 +605,89 @@ def check_the_apps_own_flow(stack: Target):
         assert "user_id" in opened, opened
         title = f"post by {user}"
         created = client.post(
-            stack.url + "/create", data={"title": title, "body": "kept"}, allow_redirects=False,
+            target.url + "/create", data={"title": title, "body": "kept"}, allow_redirects=False,
             timeout=10,
         )  # fmt: skip
         assert created.status_code == 302, created.text[:500]
-        assert title in client.get(stack.url + "/", timeout=10).text
-    elif stack.name == "httpbin":
-        port = stack.url.rsplit(":", 1)[1]
-        hop = requests.get(stack.url + "/absolute-redirect/1", allow_redirects=False, timeout=10)
+        assert title in client.get(target.url + "/", timeout=10).text
+    elif target.name == "httpbin":
+        port = target.url.rsplit(":", 1)[1]
+        hop = requests.get(target.url + "/absolute-redirect/1", allow_redirects=False, timeout=10)
         assert hop.status_code == 302
         assert hop.headers["Location"] == f"http://127.0.0.1:{port}/get", hop.headers
         client = requests.Session()
-        client.get(stack.url + "/cookies/set?flavour=ginger", timeout=10)
-        assert client.get(stack.url + "/cookies", timeout=10).json()["cookies"] == {
+        client.get(target.url + "/cookies/set?flavour=ginger", timeout=10)
+        assert client.get(target.url + "/cookies", timeout=10).json()["cookies"] == {
             "flavour": "ginger"
         }
         # show_env: httpbin hides proxy headers unless asked
-        sent = requests.get(stack.url + "/headers?show_env=1", timeout=10)
+        sent = requests.get(target.url + "/headers?show_env=1", timeout=10)
         echoed = sent.json()["headers"]
         assert echoed["Host"] == f"127.0.0.1:{port}", echoed
         assert echoed.get("X-Request-Id") == sent.headers["X-Request-ID"], echoed
         assert echoed.get("X-Forwarded-Proto") == "http", echoed
-    elif stack.name == "ihatemoney":
-        project, auth = ihatemoney_project(stack.url)
+    elif target.name == "ihatemoney":
+        project, auth = ihatemoney_project(target.url)
         member = requests.post(
-            f"{stack.url}/api/projects/{project}/members", data={"name": "Ada"}, auth=auth,
+            f"{target.url}/api/projects/{project}/members", data={"name": "Ada"}, auth=auth,
             timeout=10,
         )  # fmt: skip
         assert member.status_code == 201, member.text[:500]
         bill = requests.post(
-            f"{stack.url}/api/projects/{project}/bills", auth=auth, timeout=10,
+            f"{target.url}/api/projects/{project}/bills", auth=auth, timeout=10,
             data={"date": "2026-12-01", "what": "dinner", "payer": member.json(),
                   "payed_for": [member.json()], "amount": "42.5", "bill_type": "Expense"},
         )  # fmt: skip
         assert bill.status_code == 201, bill.text[:500]
-        bills = requests.get(f"{stack.url}/api/projects/{project}/bills", auth=auth, timeout=10)
+        bills = requests.get(f"{target.url}/api/projects/{project}/bills", auth=auth, timeout=10)
         assert [(b["what"], b["amount"]) for b in bills.json()] == [("dinner", 42.5)], bills.text
         # its API token is signed with our secret key (and the project's password hash), which
         # its settings file read from the secret file
-        token = requests.get(f"{stack.url}/api/projects/{project}/token", auth=auth, timeout=10)
-        password_hash = stack.stack.exec(
-            stack.stack.app_services()[0],
+        token = requests.get(f"{target.url}/api/projects/{project}/token", auth=auth, timeout=10)
+        password_hash = target.stack.exec(
+            target.stack.app_services()[0],
             "app-env",
             "python",
             "-c",
             IHATEMONEY_STORED_HASH,
             project,
         ).strip()
-        signer = URLSafeSerializer(stack.secret() + password_hash, salt="auth")
+        signer = URLSafeSerializer(target.secret() + password_hash, salt="auth")
         assert signer.loads(token.json()["token"]) == [project], token.text
         # a page: the site name from the APP_ENV file, as written; its CSS and JavaScript, from
         # inside the installed package, served by nginx
-        page = requests.get(stack.url + "/create", timeout=10)
+        page = requests.get(target.url + "/create", timeout=10)
         assert page.status_code == 200, page.status_code
         assert f"<title>{escape(IHATEMONEY_SITE_NAME)} " in page.text, page.text[:600]
         assets = re.findall(r'(?:href|src)="(/static/[^"?]+)"', page.text)
         assert {Path(a).suffix for a in assets} >= {".css", ".js"}, assets
         for asset in assets:
             probe = f"{asset}?probe={uuid.uuid4().hex}"
-            response = requests.get(stack.url + probe, timeout=10)
+            response = requests.get(target.url + probe, timeout=10)
             assert response.status_code == 200, f"{asset}: {response.status_code}"
-            assert stack.stack.access_log(probe)["upstream"] is None, f"{asset}: not from nginx"
-    elif stack.name == "radicale":
+            assert target.stack.access_log(probe)["upstream"] is None, f"{asset}: not from nginx"
+    elif target.name == "radicale":
         user, password = RADICALE_USER
-        home = f"{stack.url}/{user}/"
+        home = f"{target.url}/{user}/"
         assert requests.request("PROPFIND", home, timeout=10).status_code == 401, "no password"
         wrong = requests.request("PROPFIND", home, auth=(user, "not-" + password), timeout=10)
         assert wrong.status_code == 401, f"a wrong password: {wrong.status_code}"
-        others = requests.request("PROPFIND", f"{stack.url}/bob/", auth=RADICALE_USER, timeout=10)
+        others = requests.request("PROPFIND", f"{target.url}/bob/", auth=RADICALE_USER, timeout=10)
         assert others.status_code == 403, f"another user's calendars: {others.status_code}"
-        radicale_event(stack.url)
+        radicale_event(target.url)
         # its web interface and its JavaScript, served by the app itself (APP_STATIC empty)
-        page = requests.get(stack.url + "/.web/", timeout=10)
+        page = requests.get(target.url + "/.web/", timeout=10)
         assert page.status_code == 200 and "Radicale" in page.text, page.text[:300]
         scripts = re.findall(r'<script[^>]* src="([^"?]+)"', page.text)
         assert scripts, page.text[:600]
         for script in scripts:
             probe = f"/.web/{script}?probe={uuid.uuid4().hex}"
-            response = requests.get(stack.url + probe, timeout=10)
+            response = requests.get(target.url + probe, timeout=10)
             assert response.status_code == 200, f"{probe}: {response.status_code}"
             assert "javascript" in response.headers.get("Content-Type", ""), response.headers
-            assert stack.stack.access_log(probe)["upstream"], f"{probe}: not from the app"
+            assert target.stack.access_log(probe)["upstream"], f"{probe}: not from the app"
     else:
-        raise AssertionError(f"{stack.name}: no flow written for it")
+        raise AssertionError(f"{target.name}: no flow written for it")
 
 
 def radicale_event(url: str) -> str:
@@ -738,64 +740,64 @@ def release_targets() -> list[str]:
     return chosen or targets()[:1]
 
 
-@pytest.mark.parametrize("stack", release_targets(), indirect=True)
-def test_a_failing_release_stops_the_up_and_the_app_serves_on(stack: Target):
+@pytest.mark.parametrize("target", release_targets(), indirect=True)
+def test_a_failing_release_stops_the_up_and_the_app_serves_on(target: Target):
     """APP_RELEASE_CMD failing: `up` fails with the command's output; the running app servers
     are left as they were (only the release service changed) and serve on. (A plain `up`, as
     the stack was started with one after its build: `up --build` after a plain `up` recreates
     a service whose image other services build too, whatever the release does; `make up` and
     the export's README use `up --build` every time.)"""
-    before = {s: stack.stack.inspect(s)["Id"] for s in stack.stack.app_services()}
+    before = {s: target.stack.inspect(s)["Id"] for s in target.stack.app_services()}
     failing = "echo release-output-seen; exit 7"
-    if stack.via_make:
+    if target.via_make:
         result = make(
-            "up", stack.stack.name, {**stack.settings, "APP_RELEASE_CMD": failing}, check=False
+            "up", target.stack.name, {**target.settings, "APP_RELEASE_CMD": failing}, check=False
         )
         output = result.stdout + result.stderr
     else:
-        result = stack.stack.compose(
+        result = target.stack.compose(
             "up", "--detach", "--wait", env={"APP_RELEASE_CMD": failing},
             check=False, timeout=300,
         )  # fmt: skip
-        output = result.stdout + result.stderr + stack.stack.logs("release")
+        output = result.stdout + result.stderr + target.stack.logs("release")
     assert result.returncode != 0, "up succeeded with a failing release step"
     assert "release-output-seen" in output and "APP_RELEASE_CMD failed (exit 7)" in output, output
-    assert {s: stack.stack.inspect(s)["Id"] for s in stack.stack.app_services()} == before
-    health = requests.get(stack.url + stack.app.health_path, timeout=10, allow_redirects=False)
+    assert {s: target.stack.inspect(s)["Id"] for s in target.stack.app_services()} == before
+    health = requests.get(target.url + target.app.health_path, timeout=10, allow_redirects=False)
     assert 200 <= health.status_code < 300, health.status_code
-    stack.stack.up()  # the release step as the files describe it, run again
+    target.stack.up()  # the release step as the files describe it, run again
 
 
-def check_a_new_version_whose_release_fails_stays_down(stack: Target):
+def check_a_new_version_whose_release_fails_stays_down(target: Target):
     """A new version of the app (a changed file: a new image) with a failing release step,
     through `make up`: the app servers' new containers are made but never started (the old
     ones are gone), nginx answers its 502 until a good `up` (docs/your-app.md)."""
-    before = {s: stack.stack.inspect(s)["Id"] for s in stack.stack.app_services()}
-    version = stack.folder / "flask-stacks-new-version.txt"  # in the image: /app/...
+    before = {s: target.stack.inspect(s)["Id"] for s in target.stack.app_services()}
+    version = target.folder / "flask-stacks-new-version.txt"  # in the image: /app/...
     version.write_text(uuid.uuid4().hex)
     try:
-        failing = {**stack.settings, "APP_RELEASE_CMD": "echo release-output-seen; exit 7"}
-        result = make("up", stack.stack.name, failing, check=False)
+        failing = {**target.settings, "APP_RELEASE_CMD": "echo release-output-seen; exit 7"}
+        result = make("up", target.stack.name, failing, check=False)
         output = result.stdout + result.stderr
         assert result.returncode != 0, "make up succeeded with a failing release step"
         assert "APP_RELEASE_CMD failed (exit 7)" in output, output[-3000:]
         for service, old_id in before.items():
-            info = stack.stack.inspect(service)
+            info = target.stack.inspect(service)
             assert info["Id"] != old_id, f"{service}: not replaced by the new version's container"
             assert info["State"]["Status"] == "created", f"{service}: {info['State']['Status']}"
-        down = requests.get(stack.url + stack.app.health_path, timeout=10)
+        down = requests.get(target.url + target.app.health_path, timeout=10)
         assert down.status_code == 502, f"{down.status_code}: {down.text[:300]}"
         assert down.json()["status"] == 502 and down.json()["request_id"], down.text[:300]
     finally:
         version.unlink()
-        make("up", stack.stack.name, stack.settings)  # the good version, served again
-    health = requests.get(stack.url + stack.app.health_path, timeout=10, allow_redirects=False)
+        make("up", target.stack.name, target.settings)  # the good version, served again
+    health = requests.get(target.url + target.app.health_path, timeout=10, allow_redirects=False)
     assert 200 <= health.status_code < 300, health.status_code
 
 
 if not your_app():  # it changes the app's folder: the real app's, never yours
     test_a_new_version_whose_release_fails_stays_down = pytest.mark.parametrize(
-        "stack", [t for t in targets() if "@make:" in t], indirect=True
+        "target", [t for t in targets() if "@make:" in t], indirect=True
     )(check_a_new_version_whose_release_fails_stays_down)
 
 
@@ -817,74 +819,74 @@ def database_targets() -> list[str]:
 
 if database_targets():
 
-    @pytest.mark.parametrize("stack", database_targets(), indirect=True)
+    @pytest.mark.parametrize("target", database_targets(), indirect=True)
     def test_the_apps_data_outlives_a_database_restart_and_comes_back_from_a_backup(
-        stack: Target, record
+        target: Target, record
     ):
         """ihatemoney's projects in PostgreSQL: after PostgreSQL restarts, every request is
         answered as before, none 500 (its settings file checks a pooled connection before use:
         pool_pre_ping; each of the app server's processes holds one); `make backup`, a second
         project, `make restore FORCE=1`: the first is back, the second gone."""
-        first, auth = ihatemoney_project(stack.url)
-        stack.stack.compose("restart", "postgres", timeout=120)
+        first, auth = ihatemoney_project(target.url)
+        target.stack.compose("restart", "postgres", timeout=120)
         wait_for(
-            lambda: stack.stack.health("postgres") == "healthy", 90, "PostgreSQL healthy again"
+            lambda: target.stack.health("postgres") == "healthy", 90, "PostgreSQL healthy again"
         )
         # 8 at a time: every app server process (uWSGI: 2 per core) serves some of them
         with ThreadPoolExecutor(8) as pool:
             reads = list(pool.map(
-                lambda _: requests.get(f"{stack.url}/api/projects/{first}", auth=auth, timeout=10),
+                lambda _: requests.get(f"{target.url}/api/projects/{first}", auth=auth, timeout=10),
                 range(40),
             ))  # fmt: skip
         failed = [r.status_code for r in reads if r.status_code != 200]
         assert not failed, f"after PostgreSQL's restart: {failed} ({reads[0].text[:300]})"
         assert reads[-1].json()["name"] == "Trip", reads[-1].text[:300]
-        dump = stack.stack.db("backup")
+        dump = target.stack.db("backup")
         assert dump.returncode == 0, dump.stderr
         dumps = [ROOT / re.match(r"backup: (\S+) ", dump.stdout)[1]]
         try:
-            second, second_auth = ihatemoney_project(stack.url)
-            restored = stack.stack.db("restore", str(dumps[0]), "force")
+            second, second_auth = ihatemoney_project(target.url)
+            restored = target.stack.db("restore", str(dumps[0]), "force")
             assert restored.returncode == 0, restored.stderr
             saved = re.search(r"backup of the database being replaced: (\S+)", restored.stdout)
             assert saved, restored.stdout
             dumps.append(ROOT / saved[1])
-            back = requests.get(f"{stack.url}/api/projects/{first}", auth=auth, timeout=10)
+            back = requests.get(f"{target.url}/api/projects/{first}", auth=auth, timeout=10)
             assert back.status_code == 200 and back.json()["name"] == "Trip", back.text[:300]
-            gone = requests.get(f"{stack.url}/api/projects/{second}", auth=second_auth, timeout=10)
+            gone = requests.get(f"{target.url}/api/projects/{second}", auth=second_auth, timeout=10)
             assert gone.status_code in (401, 403, 404), (gone.status_code, gone.text[:300])
         finally:
             for path in dumps:
                 path.unlink(missing_ok=True)
         record(
-            stack.stack, "ihatemoney: PostgreSQL restarted, then restored",
+            target.stack, "ihatemoney: PostgreSQL restarted, then restored",
             "40 reads after the restart, none failed; restore: the first project back, the "
             "second gone",
         )  # fmt: skip
 
 
 @pytest.mark.timed
-def test_graceful_stop_then_data_survives_start(stack: Target, record):
+def test_graceful_stop_then_data_survives_start(target: Target, record):
     """Requests stream while the whole stack stops: every answer is a 2xx (nothing cut, no
     502), every container exits 0; after `down`, what was written is still there (through
     make: `make down`, `make up`, and the app serves it)."""
-    app_service = stack.stack.app_services()[0]
-    probe = f"{stack.app.data}/probe-{uuid.uuid4().hex[:6]}"
-    stack.stack.exec(app_service, "sh", "-c", f"echo kept > {probe}")
+    app_service = target.stack.app_services()[0]
+    probe = f"{target.app.data}/probe-{uuid.uuid4().hex[:6]}"
+    target.stack.exec(app_service, "sh", "-c", f"echo kept > {probe}")
     # nginx's graceful quit answers and logs every request it has read before it exits: the
     # ground for reading "not in its log" below. (single-container: its entrypoint turns
     # docker stop's SIGTERM into nginx's QUIT; test_hardening's drain test holds that.)
-    if stack.stack.front == "nginx":  # a container of its own
-        signal = stack.stack.inspect(stack.stack.front)["Config"].get("StopSignal")
+    if target.stack.front == "nginx":  # a container of its own
+        signal = target.stack.inspect(target.stack.front)["Config"].get("StopSignal")
         assert signal == "SIGQUIT", f"nginx stops with {signal}: a fast stop cuts what it read"
-    user = f"keep{uuid.uuid4().hex[:6]}" if stack.name == "flaskr" else ""
+    user = f"keep{uuid.uuid4().hex[:6]}" if target.name == "flaskr" else ""
     if user:
-        flaskr_login(stack.url, user)
-    project = ihatemoney_project(stack.url)[0] if stack.name == "ihatemoney" else ""
-    event = radicale_event(stack.url) if stack.name == "radicale" else ""
+        flaskr_login(target.url, user)
+    project = ihatemoney_project(target.url)[0] if target.name == "ihatemoney" else ""
+    event = radicale_event(target.url) if target.name == "radicale" else ""
     # to nginx's container: through 127.0.0.1, Docker's proxy would accept each connection and
     # cut it once nginx is gone, which looks like a cut request
-    url = stack.stack.container_url() + stack.app.health_path
+    url = target.stack.container_url() + target.app.health_path
     bad: list[str] = []
     answered = []
     unanswered: dict[str, str] = {}  # request id -> how its connection ended
@@ -910,7 +912,7 @@ def test_graceful_stop_then_data_survives_start(stack: Target, record):
     for thread in threads:
         thread.start()
     time.sleep(1)
-    stack.stack.compose("stop", timeout=120)
+    target.stack.compose("stop", timeout=120)
     stop.set()
     for thread in threads:
         thread.join(timeout=40)
@@ -918,7 +920,7 @@ def test_graceful_stop_then_data_survives_start(stack: Target, record):
     # client reads as "closed without response", whichever reaches it first; under a graceful
     # quit, one nginx had read is answered and logged. So: in the log and unanswered, or still
     # unanswered after 30 s, is a cut; the rest were never read (refused, in effect)
-    read_by_nginx = stack.stack.logs(stack.stack.front)
+    read_by_nginx = target.stack.logs(target.stack.front)
     assert answered and answered[-1] in read_by_nginx, "nginx's log lacks the stream's requests"
     cut = [
         f"{error!r} (request {rid})"
@@ -927,38 +929,38 @@ def test_graceful_stop_then_data_survives_start(stack: Target, record):
     ]
     assert not bad + cut, f"answers during the stop that were not 2xx, or cut: {bad + cut}"
     assert len(answered) > 10, f"only {len(answered)} answers before the stop"
-    for service in stack.stack.services():
-        state = stack.stack.inspect(service)["State"]
+    for service in target.stack.services():
+        state = target.stack.inspect(service)["State"]
         if state["ExitCode"] != 0:  # 137: still running when its stop grace ran out
-            tail = "\n".join(stack.stack.logs(service).splitlines()[-40:])
+            tail = "\n".join(target.stack.logs(service).splitlines()[-40:])
             raise AssertionError(f"{service} exited {state['ExitCode']}; its last lines:\n{tail}")
     record(
-        stack.stack,
-        f"{stack.name}: graceful stop",
+        target.stack,
+        f"{target.name}: graceful stop",
         f"answered {len(answered)} / non-2xx 0 / cut 0 / closed unread {len(unanswered)}",
     )
-    if stack.via_make:  # make down removes the containers; make up serves the same data
-        make("down", stack.stack.name, stack.settings)
-        make("up", stack.stack.name, stack.settings)
-        assert stack.stack.exec(app_service, "cat", probe).strip() == "kept"
+    if target.via_make:  # make down removes the containers; make up serves the same data
+        make("down", target.stack.name, target.settings)
+        make("up", target.stack.name, target.settings)
+        assert target.stack.exec(app_service, "cat", probe).strip() == "kept"
         if user:  # the account made before the stop logs in again
             login = requests.post(
-                stack.url + "/auth/login", data={"username": user, "password": "pw-" + user},
+                target.url + "/auth/login", data={"username": user, "password": "pw-" + user},
                 allow_redirects=False, timeout=10,
             )  # fmt: skip
             assert login.status_code == 302, f"{user} is gone after down/up"
         return
     # down removes the containers; a fresh container of the app's image finds the data
-    stack.stack.compose("down", "--timeout", "40", timeout=120)
-    assert run_once(stack, f"cat {probe}").strip() == "kept"
+    target.stack.compose("down", "--timeout", "40", timeout=120)
+    assert run_once(target, f"cat {probe}").strip() == "kept"
     if user:
-        users = run_once(stack, FLASKR_USERS)
+        users = run_once(target, FLASKR_USERS)
         assert user in users, f"{user} is gone after down: {users}"
     if project:  # in PostgreSQL's volume (DB=postgres): served again after up
-        stack.stack.up()
-        kept = requests.get(f"{stack.stack.base_url()}/api/projects/{project}",
+        target.stack.up()
+        kept = requests.get(f"{target.stack.base_url()}/api/projects/{project}",
                             auth=(project, "pw-" + project), timeout=10)  # fmt: skip
         assert kept.status_code == 200, f"{project} is gone after down: {kept.status_code}"
     if event:  # in its collections folder in the data volume (its settings file says where)
-        kept = run_once(stack, f"cat instance/collections/collection-root/{event}")
+        kept = run_once(target, f"cat instance/collections/collection-root/{event}")
         assert "SUMMARY:Dinner kept by the data volume" in kept, f"{event} is gone after down"
