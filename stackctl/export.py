@@ -309,19 +309,48 @@ class Export:
         base_file = (path.parent / extends["file"]).resolve() if "file" in extends else path
         return merge(self.service(base_file, extends["service"]), own)
 
+    def included(self, path: Path) -> list[Path]:
+        """The files a compose file `include`s (short or long syntax), as paths."""
+        entries = self.load(path).get("include") or []
+        return [
+            (path.parent / (entry if isinstance(entry, str) else entry["path"])).resolve()
+            for entry in entries
+        ]
+
+    def secret_files(self, secrets: CommentedMap, folder: Path) -> CommentedMap:
+        """A `secrets:` block with each file rewritten for DEST (relative to `folder`)."""
+        secrets = copy.deepcopy(secrets)
+        for secret in secrets.values():
+            if secret and "file" in secret:
+                source = Path(str(secret["file"]))
+                if source.is_absolute() and apps.SECRETS in source.parents:
+                    secret["file"] = f"./secrets/{source.name}"  # APP_SECRETS' own
+                else:
+                    secret["file"] = self.path_value(str(source), folder)
+        return secrets
+
     def compose(self) -> CommentedMap:
         stack_file = ROOT / "stacks" / self.stack / "compose.yaml"
-        document = self.load(stack_file)
         out = CommentedMap()
         out["name"] = self.stack if self.app.is_demo else apps.slug(self.app.folder.name)
         services = CommentedMap()
-        for name in document["services"]:
-            services[name] = self.service(stack_file, name)
-            if name in document["services"].ca.items:
-                services.ca.items[name] = document["services"].ca.items[name]
-        top = {
-            key: document.get(key) for key in ("volumes", "secrets", "networks") if key in document
-        }
+        top: dict = {}
+        # `include`d files first (shared/compose/app-common.yaml: release, app-data, secrets),
+        # their paths relative to themselves, as Compose resolves them; then the stack's own
+        for path in [*self.included(stack_file), stack_file]:
+            layer = self.load(path)
+            for name in layer.get("services") or {}:
+                services[name] = self.service(path, name)
+                if name in layer["services"].ca.items:
+                    services.ca.items[name] = layer["services"].ca.items[name]
+            for key in ("volumes", "secrets", "networks"):
+                if layer.get(key):
+                    value = (
+                        self.secret_files(layer[key], path.parent)
+                        if key == "secrets"
+                        else layer[key]
+                    )
+                    top[key] = merge(top.get(key) or CommentedMap(), value)
         for overlay in self.overlays:
             layer = self.load(overlay)
             for name in layer.get("services") or {}:
@@ -329,20 +358,17 @@ class Export:
                 services[name] = merge(services[name], merged) if name in services else merged
             for key in ("volumes", "secrets", "networks"):
                 if layer.get(key):
-                    top[key] = merge(top.get(key) or CommentedMap(), layer[key])
+                    # an overlay's relative paths resolve from the stack's folder (the first file's)
+                    value = (
+                        self.secret_files(layer[key], stack_file.parent)
+                        if key == "secrets"
+                        else layer[key]
+                    )
+                    top[key] = merge(top.get(key) or CommentedMap(), value)
         out["services"] = services
         for key, value in top.items():
-            if value is None:
-                continue
-            if key == "secrets":
-                for secret in value.values():
-                    if secret and "file" in secret:
-                        source = Path(str(secret["file"]))
-                        if source.is_absolute() and apps.SECRETS in source.parents:
-                            secret["file"] = f"./secrets/{source.name}"  # APP_SECRETS' own
-                        else:
-                            secret["file"] = self.path_value(str(source), stack_file.parent)
-            out[key] = value
+            if value is not None:
+                out[key] = value
         self.set_defaults(out)
         self.trim_comments(out)
         return out
