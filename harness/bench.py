@@ -60,7 +60,7 @@ from harness.compose import (
     ephemeral_ports,
     images_env,
     start_stack,
-    stop_stack,
+    stop_stacks,
 )
 from harness.faults import memory_mib
 from harness.resource_usage import (
@@ -778,9 +778,11 @@ def main(argv: list[str] | None = None) -> int:
     except NoAccounting as error:
         raise SystemExit(f"bench: {error}") from None
     finally:
-        for target in running.values():
-            stop_stack(target.stack)
         shutil.rmtree(certs, ignore_errors=True)
+        try:
+            stop_stacks(target.stack for target in running.values())
+        except StackError as error:
+            raise SystemExit(f"bench: {error}") from None
     data = {
         **run_facts(command_line(args), started, machine, args, __doc__),
         "workloads": [

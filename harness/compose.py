@@ -12,6 +12,7 @@ import re
 import subprocess
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -571,11 +572,40 @@ def start_stack(
 
 def stop_stack(stack: Stack) -> None:
     """`docker compose down` with the project's volumes (the app's data too) and orphans, and
-    the project's own tags of its images (the layers stay, shared with other tags)."""
-    stack.compose(
-        "down", "--volumes", "--remove-orphans", "--timeout", "40", check=False, timeout=120
-    )
+    the project's own tags of its images (the layers stay, shared with other tags). A `down`
+    that fails or leaves a container is tried once more, then raises StackError with compose's
+    output: a project left running takes CPU and memory from every later check, and a
+    silent failure would hide which one and why."""
+    errors = []
+    for _ in range(2):
+        try:
+            result = stack.compose(
+                "down", "--volumes", "--remove-orphans", "--timeout", "40", check=False, timeout=120
+            )
+            errors.append(result.stderr.strip()[-3000:] if result.returncode else "")
+        except subprocess.TimeoutExpired:
+            errors.append("`docker compose down` took over 120 s")
+        left = stack.compose("ps", "--all", "--quiet", check=False).stdout.split()
+        if not left and not errors[-1]:
+            break
+    else:
+        raise StackError(
+            f"{stack.project}: `docker compose down` failed twice, {len(left)} containers left:\n"
+            + "\n".join(errors)
+        )
     for var, repo in TEST_PROJECT_IMAGES.items():
         own = stack.env.get(var, "")
         if own.startswith(repo + ":"):
             subprocess.run(["docker", "image", "rm", own], capture_output=True, check=False)
+
+
+def stop_stacks(stacks: Iterable[Stack]) -> None:
+    """stop_stack on each, all of them tried before one StackError names those that failed."""
+    errors = []
+    for stack in stacks:
+        try:
+            stop_stack(stack)
+        except StackError as error:
+            errors.append(str(error))
+    if errors:
+        raise StackError("\n".join(errors))

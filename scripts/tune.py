@@ -50,7 +50,7 @@ from harness.bench import (
     start_targets,
     tree_state,
 )
-from harness.compose import ROOT, ephemeral_ports, stop_stack
+from harness.compose import ROOT, StackError, ephemeral_ports, stop_stacks
 from harness.resource_usage import NoAccounting
 
 UWSGI_COMMAND = ["uwsgi", "--ini", "/etc/uwsgi/uwsgi.ini"]  # shared/compose/services.yaml's
@@ -366,8 +366,10 @@ def search(stack: str, variants: list[Variant], args: argparse.Namespace, out: P
                     del run["cpu_us"]["docker-proxy"]  # none on this path: make bench shows it
                     w.runs.setdefault(label, []).append(run)
     finally:
-        for target in running.values():
-            stop_stack(target.stack)
+        try:
+            stop_stacks(target.stack for target in running.values())
+        except StackError as error:
+            raise SystemExit(f"tune: {error}") from None
     return {
         "stack": stack,
         "variants": [
