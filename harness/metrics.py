@@ -13,14 +13,8 @@ from ruamel.yaml import YAML
 
 from harness.compose import ROOT
 from harness.traffic import POLL
-from stackctl.stacks import metrics_overlays
 
 PROMETHEUS_DIR = ROOT / "shared" / "prometheus"
-
-
-def overlays(stack: str) -> tuple[Path, ...]:
-    """The compose files METRICS=1 adds to `stack` (stackctl.stacks.metrics_overlays)."""
-    return metrics_overlays(stack)
 
 
 def seconds(duration: str) -> float:

@@ -170,7 +170,7 @@ class Export:
 
     @property
     def with_metrics(self) -> bool:
-        """Exported with METRICS=1's overlays (harness.metrics.overlays)."""
+        """Exported with METRICS=1's overlays (stackctl.stacks.metrics_overlays)."""
         return any(p.name.endswith("metrics.yaml") for p in self.overlays)
 
     @property
@@ -343,28 +343,14 @@ class Export:
                 services[name] = self.service(path, name)
                 if name in layer["services"].ca.items:
                     services.ca.items[name] = layer["services"].ca.items[name]
-            for key in ("volumes", "secrets", "networks"):
-                if layer.get(key):
-                    value = (
-                        self.secret_files(layer[key], path.parent)
-                        if key == "secrets"
-                        else layer[key]
-                    )
-                    top[key] = merge(top.get(key) or CommentedMap(), value)
+            self.merge_top(top, layer, path.parent)
         for overlay in self.overlays:
             layer = self.load(overlay)
             for name in layer.get("services") or {}:
                 merged = self.service(overlay, name)
                 services[name] = merge(services[name], merged) if name in services else merged
-            for key in ("volumes", "secrets", "networks"):
-                if layer.get(key):
-                    # an overlay's relative paths resolve from the stack's folder (the first file's)
-                    value = (
-                        self.secret_files(layer[key], stack_file.parent)
-                        if key == "secrets"
-                        else layer[key]
-                    )
-                    top[key] = merge(top.get(key) or CommentedMap(), value)
+            # an overlay's relative paths resolve from the stack's folder (the first file's)
+            self.merge_top(top, layer, stack_file.parent)
         out["services"] = services
         for key, value in top.items():
             if value is not None:
@@ -372,6 +358,14 @@ class Export:
         self.set_defaults(out)
         self.trim_comments(out)
         return out
+
+    def merge_top(self, top: dict, layer: CommentedMap, folder: Path) -> None:
+        """Merge one file's top-level volumes, secrets and networks into `top`, its secret files'
+        relative paths resolved from `folder`."""
+        for key in ("volumes", "secrets", "networks"):
+            if layer.get(key):
+                value = self.secret_files(layer[key], folder) if key == "secrets" else layer[key]
+                top[key] = merge(top.get(key) or CommentedMap(), value)
 
     def trim_comments(self, node) -> None:
         """Keep each key's own comment (its line, and lines right under it, e.g. the why of

@@ -33,6 +33,7 @@ from harness.compose import (
     stop_stack,
 )
 from stackctl import apps
+from stackctl.stacks import metrics_overlays
 
 # the order, grouping and load lock of the tests (tests/scheduling.py): how they run, not what
 # they use
@@ -111,7 +112,7 @@ def running_stack(request, images) -> Stack:
     # yours (APP set): the stack serves your app; its metrics are not the demo's (no METRICS)
     if request.param in METRICS_STACKS and apps.from_settings().is_demo:
         env["METRICS"] = "1"
-        overlays = (*metrics.overlays(request.param), ROOT / "tests/overlays/prometheus-fast.yaml")
+        overlays = (*metrics_overlays(request.param), ROOT / "tests/overlays/prometheus-fast.yaml")
         # test_metrics places nginx's own healthchecks between two scrapes from Docker's log of
         # the last five: at the tests' 2 s they may not reach back past a window's start
         env["HEALTHCHECK_INTERVAL"] = "5s"
