@@ -18,9 +18,9 @@ CMD    ?=
 VENV   := .venv/bin
 # base images chosen by setup (official, or local stand-ins where no registry answers)
 WITH_IMAGES = set -a && . ./.images.env && set +a &&
-# TLS=1 and ACME=1 (docs/https.md), METRICS=1 (docs/metrics.md): the overlays that switch them
-# on, as scripts/app.py's `env` names them for the stack (stackctl/stacks.py: exit 2 where one
-# does not apply)
+# TLS=1 and ACME=1 (docs/https.md), ALLOWED_IPS=... (docs/production-checklist.md), METRICS=1
+# (docs/metrics.md): the overlays that switch them on, as scripts/app.py's `env` names them for
+# the stack (stackctl/stacks.py: exit 2 where one does not apply)
 OVERLAYS = $$FEATURE_OVERLAYS
 # the app's compose variables (image, build context, project name...), checked first: exit 2
 # with what to fix
@@ -81,7 +81,7 @@ certs/fullchain.pem:
 secrets: ## make the app's secrets (APP_SECRETS) in secrets/ if missing (never overwritten; git ignores it)
 	@python3 scripts/app.py secrets
 
-up: check-stack secrets ## build and start STACK (APP=: your app; TLS=1: HTTPS; ACME=1: Let's Encrypt; METRICS=1: Prometheus), wait until healthy
+up: check-stack secrets ## build and start STACK (APP=: your app; TLS=1: HTTPS; ACME=1: Let's Encrypt; ALLOWED_IPS=: an allow-list; METRICS=1: Prometheus), wait until healthy
 	@scripts/setup.sh docker
 	@$(COMPOSE) up --build --detach --wait --wait-timeout 180 \
 	  || { $(WITH_IMAGES) python3 scripts/app.py diagnose $(STACK) $(OVERLAYS); exit 1; }
@@ -101,7 +101,7 @@ run: check-stack secrets ## run CMD='...' once in a fresh app container of STACK
 
 DEST  ?=
 FORCE ?=
-export: check-stack ## write DEST: a folder that runs STACK alone (APP=, TLS=1, ACME=1, METRICS=1; FORCE=1 overwrites)
+export: check-stack ## write DEST: a folder that runs STACK alone (APP=, TLS=1, ACME=1, ALLOWED_IPS=, METRICS=1; FORCE=1 overwrites)
 	@scripts/setup.sh venv
 	@$(VENV)/python scripts/app.py export $(STACK) "$(DEST)" $(if $(TLS),--tls) $(if $(ACME),--acme) $(if $(filter 1,$(METRICS)),--metrics) $(if $(FORCE),--force)
 

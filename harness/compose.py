@@ -29,6 +29,7 @@ from stackctl.stacks import (  # noqa: F401 (the tests read the stacks' facts fr
     images_env,
     leave_swarm,
     nginx_in_front,
+    nginx_overlay,
     nginx_service,
     publish_var,
 )
@@ -597,6 +598,16 @@ def stop_stack(stack: Stack) -> None:
         own = stack.env.get(var, "")
         if own.startswith(repo + ":"):
             subprocess.run(["docker", "image", "rm", own], capture_output=True, check=False)
+
+
+def recreate_allow_list(stack: Stack, allowed: str | None, wait: bool = True):
+    """The service that runs nginx recreated with the allow-list overlay and ALLOWED_IPS=allowed,
+    as `make up ALLOWED_IPS=...` runs it; None: without the overlay (open, as the stack's files
+    describe). Returns the result: a refused start is a result too."""
+    if allowed is None:
+        return stack.recreate(stack.front, {})
+    listed = replace(stack, overlays=(*stack.overlays, nginx_overlay(stack.name, "allow-list")))
+    return listed.recreate(stack.front, {"ALLOWED_IPS": allowed}, wait=wait)
 
 
 def stop_stacks(stacks: Iterable[Stack]) -> None:

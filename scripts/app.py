@@ -79,8 +79,9 @@ def diagnose(app: apps.App, stack: str, overlays: list[str]) -> None:
 
 
 def feature_overlays(stack: str) -> list[Path]:
-    """TLS, ACME and METRICS as make's variables set them (any value but empty switches TLS and
-    ACME on): their compose files for `stack`; OverlayError says what works."""
+    """TLS, ACME, ALLOWED_IPS and METRICS as make's variables set them (any value but empty
+    switches TLS, ACME and the allow-list on): their compose files for `stack`; OverlayError
+    says what works."""
     metrics = os.environ.get("METRICS", "")
     if metrics not in ("", "0", "1"):
         raise stacks.OverlayError(f"METRICS='{metrics}' must be 1 (on) or 0 (off, the default)")
@@ -88,6 +89,7 @@ def feature_overlays(stack: str) -> list[Path]:
         stack,
         tls=bool(os.environ.get("TLS")),
         acme=bool(os.environ.get("ACME")),
+        allow_list=bool(os.environ.get("ALLOWED_IPS")),
         metrics=metrics == "1",
     )
 
@@ -111,7 +113,8 @@ def main(argv: list[str]) -> int:
         stack, dest = (argv[2:4] + ["", ""])[:2]
         try:
             flags = {flag: f"--{flag}" in argv for flag in ("tls", "acme", "force", "metrics")}
-            job = export.export(stack, dest, **flags)
+            allowed = os.environ.get("ALLOWED_IPS", "")
+            job = export.export(stack, dest, allowed_ips=allowed, **flags)
         except export.ExportError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2

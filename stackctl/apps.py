@@ -125,7 +125,7 @@ SERVICES: dict[str, dict[str, Service]] = {
     },
 }
 # What the stacks and the image set in the app's containers themselves (services.yaml's app
-# and release, flask-dev's FLASK_APP, single-container's allow-list; the Dockerfile's ENV): a
+# and release, flask-dev's FLASK_APP, single-container's overlays; the Dockerfile's ENV): a
 # key of APP_ENV's among them would be overridden, or would override what the stack relies on
 # (tests/unit/test_your_app_settings.py holds this list to the compose files)
 STACK_KEYS = frozenset(
@@ -134,9 +134,12 @@ STACK_KEYS = frozenset(
         "APP_DATA",
         "APP_MODULE",
         "APP_RELEASE_CMD",
+        "CERT_RECHECK_SECONDS",
         "FAULT_ROUTES",
         "FLASK_APP",
         "HEALTH_PATH",
+        "HSTS_MAX_AGE",
+        "HTTPS_PORT",
         "LOG_FORMAT",
         "METRICS",
         "PATH",
@@ -146,6 +149,7 @@ STACK_KEYS = frozenset(
         "SECRETS_AS_ENV",
         "SECRET_KEY_FILE",
         "APP_ENV_SHA256",
+        "UWSGI_INI",
     }
 )
 SECRET_NAME = re.compile(r"[a-z0-9_]+")

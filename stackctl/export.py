@@ -1,5 +1,5 @@
-"""`make export STACK=x DEST=dir [APP=...] [TLS=1] [ACME=1] [FORCE=1]`: a folder that runs a
-stack on its own, with no path back into this repository.
+"""`make export STACK=x DEST=dir [APP=...] [TLS=1] [ACME=1] [ALLOWED_IPS=...] [METRICS=1]
+[FORCE=1]`: a folder that runs a stack on its own, with no path back into this repository.
 
 The stack's compose.yaml is flattened: each `extends` (shared/compose/services.yaml) and each
 overlay (TLS, ACME) merged in as Compose merges them (mappings key by key, mounts by their
@@ -163,6 +163,7 @@ class Export:
     dest: Path
     app: apps.App
     overlays: list[Path]
+    allowed_ips: str = ""  # the allow-list overlay's default list (ALLOWED_IPS at export)
     yaml: YAML = field(default_factory=lambda: YAML())
     files: dict[Path, str] = field(default_factory=dict)  # source -> path inside DEST
     baked: list[str] = field(default_factory=list)  # what single-container.Dockerfile copies
@@ -389,6 +390,8 @@ class Export:
         values.pop("SECRETS_DIR")
         # APP_ENV's file is copied beside compose.yaml (git-ignored), never named by its path
         values["APP_ENV"] = f"./{ENV_FILE}" if self.app.env_file else "/dev/null"
+        if self.allowed_ips:
+            values["ALLOWED_IPS"] = self.allowed_ips
 
         def fix(text: str) -> str:
             def swap(match: re.Match) -> str:
@@ -571,7 +574,7 @@ Files:
         }
         for source, inside in sorted(self.files.items()):
             if source.is_dir():
-                for path in sorted(source.rglob("*")):
+                for path in sent_by_build(source) or sorted(source.rglob("*")):
                     if path.is_file() and "__pycache__" not in path.parts:
                         outputs[f"{inside}/{path.relative_to(source)}"] = path
             elif source in generated:
@@ -601,6 +604,21 @@ Files:
         return sorted([*outputs, *(f"secrets/{name}" for name in self.app.secret_files)])
 
 
+def sent_by_build(folder: Path) -> list[Path]:
+    """A build context of this repository's (nginx's image: shared/nginx/): its Dockerfile and
+    ignore file, and the files that ignore file lets through (`*`, then one `!name` a line), so
+    that an export holds what the build uses, not the folder's other files (the overlays'
+    scripts). [] for a folder without Dockerfile.dockerignore."""
+    ignore = folder / "Dockerfile.dockerignore"
+    if not ignore.is_file():
+        return []
+    lines = [line.strip() for line in ignore.read_text().splitlines()]
+    lines = [line for line in lines if line and not line.startswith("#")]
+    if lines[:1] != ["*"] or not all(line.startswith("!") for line in lines[1:]):
+        raise ExportError(f"{ignore.relative_to(ROOT)}: expected `*`, then `!name` lines only")
+    return [folder / "Dockerfile", ignore, *(folder / line[1:] for line in lines[1:])]
+
+
 def app_server_line(stack: str) -> str:
     folder = ROOT / "stacks" / stack
     if (folder / "uwsgi.ini").exists():
@@ -613,10 +631,23 @@ def app_server_line(stack: str) -> str:
 
 
 def export(
-    stack: str, dest: str, tls: bool, acme: bool, force: bool, env=None, metrics: bool = False
+    stack: str,
+    dest: str,
+    tls: bool,
+    acme: bool,
+    force: bool,
+    env=None,
+    metrics: bool = False,
+    allowed_ips: str = "",
 ) -> Export:
-    """Check the request, then write DEST; ExportError / apps.AppError say what to fix."""
+    """Check the request, then write DEST; ExportError / apps.AppError say what to fix.
+    `allowed_ips` (ALLOWED_IPS): the allow-list overlay, with it as the default list."""
     app = apps.from_settings(env)
+    if re.search(r"[${}\s\\]", allowed_ips.replace(" ", "")):
+        raise ExportError(
+            f"ALLOWED_IPS={allowed_ips!r}: only addresses and CIDRs separated by ';', "
+            'e.g. ALLOWED_IPS="10.0.0.0/8;192.0.2.7"'
+        )
     if not dest:
         raise ExportError("DEST is empty: e.g. make export STACK=... DEST=../my-deploy")
     target = Path(dest).expanduser().resolve()
@@ -631,13 +662,15 @@ def export(
     if not (stack_dir / "compose.yaml").is_file():
         raise ExportError(f"STACK={stack!r} is not a stack")
     try:
-        overlays = feature_overlays(stack, tls=tls, acme=acme, metrics=metrics)
+        overlays = feature_overlays(
+            stack, tls=tls, acme=acme, allow_list=bool(allowed_ips), metrics=metrics
+        )
     except OverlayError as error:
         raise ExportError(str(error)) from None
     overlays.extend(app.service_overlays())  # DB, QUEUE, WORKER
     secrets_overlay = app.secrets_overlay(stack)  # APP_SECRETS beyond secret_key, the services'
     if secrets_overlay:
         overlays.append(secrets_overlay)
-    job = Export(stack=stack, dest=target, app=app, overlays=overlays)
+    job = Export(stack=stack, dest=target, app=app, overlays=overlays, allowed_ips=allowed_ips)
     job.write(force)
     return job

@@ -1,7 +1,7 @@
 """The facts about a stack, read from its files (no container needed), answered here once for
 the tools (`make up`, `make export`, `make swarm-up`) and the tests alike: which stacks exist,
 whether nginx is in front and as a service of its own, which app server runs, and which compose
-files an overlay (TLS, METRICS) adds to it."""
+files an overlay (TLS, ACME, ALLOWED_IPS, METRICS) adds to it."""
 
 from __future__ import annotations
 
@@ -49,13 +49,19 @@ def publish_var(stack: str) -> str:
     return stack.upper().replace("-", "_") + "_PUBLISH"
 
 
-def tls_overlay(stack: str) -> Path | None:
-    """The compose file that turns HTTPS on for a stack (its own compose.tls.yaml, else the
-    shared one where nginx is a service of its own); None for a stack without nginx."""
-    own = ROOT / "stacks" / stack / "compose.tls.yaml"
+def nginx_overlay(stack: str, feature: str) -> Path | None:
+    """The compose file that switches an nginx feature on for a stack (`tls`, `allow-list`): its
+    own compose.<feature>.yaml (single-container, whose nginx runs in `app`), else the shared one
+    where nginx is a service of its own; None for a stack without nginx."""
+    own = ROOT / "stacks" / stack / f"compose.{feature}.yaml"
     if own.exists():
         return own
-    return ROOT / "shared/compose/tls.yaml" if nginx_service(stack) else None
+    return ROOT / f"shared/compose/{feature}.yaml" if nginx_service(stack) else None
+
+
+def tls_overlay(stack: str) -> Path | None:
+    """The compose file that turns HTTPS on for a stack; None for a stack without nginx."""
+    return nginx_overlay(stack, "tls")
 
 
 def metrics_overlays(stack: str) -> tuple[Path, ...]:
@@ -71,10 +77,16 @@ class OverlayError(ValueError):
 
 
 def feature_overlays(
-    stack: str, *, tls: bool = False, acme: bool = False, metrics: bool = False
+    stack: str,
+    *,
+    tls: bool = False,
+    acme: bool = False,
+    allow_list: bool = False,
+    metrics: bool = False,
 ) -> list[Path]:
-    """The compose files that switch TLS, ACME and METRICS on for `stack`, in the order they
-    apply (TLS, certbot on top of it, then METRICS'), for `make` and `make export` alike."""
+    """The compose files that switch TLS, ACME, the allow-list (ALLOWED_IPS) and METRICS on for
+    `stack`, in the order they apply (TLS, certbot on top of it, the allow-list, then METRICS'),
+    for `make` and `make export` alike."""
     overlays = []
     if tls or acme:
         tls_file = tls_overlay(stack)
@@ -90,6 +102,14 @@ def feature_overlays(
                 "files (docs/https.md)"
             )
         overlays.append(ROOT / "shared/compose/acme.yaml")
+    if allow_list:
+        allow_file = nginx_overlay(stack, "allow-list")
+        if allow_file is None:
+            raise OverlayError(
+                f"{stack} has no nginx to hold an allow-list; ALLOWED_IPS works with the nginx "
+                "stacks"
+            )
+        overlays.append(allow_file)
     if metrics:
         if not nginx_in_front(stack):
             raise OverlayError(f"{stack} is for development: METRICS=1 works with the nginx stacks")

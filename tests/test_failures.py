@@ -91,9 +91,10 @@ def watch_after_recovery(stack: Stack, stream: Stream, recovered: float) -> None
 
 
 def recheck_seconds(stack: Stack) -> int:
-    """nginx's UPSTREAM_RECHECK_SECONDS, as the running container has it."""
+    """nginx's UPSTREAM_RECHECK_SECONDS, as the running container has it; 0 where nginx has no
+    upstream name to follow (the socket stack's upstream is a path, connected per request)."""
     env = dict(e.split("=", 1) for e in stack.inspect("nginx")["Config"]["Env"])
-    return int(env["UPSTREAM_RECHECK_SECONDS"])
+    return int(env.get("UPSTREAM_RECHECK_SECONDS", 0))
 
 
 @pytest.mark.any_app

@@ -13,7 +13,7 @@ import time
 import pytest
 import requests
 
-from harness.compose import NGINX_STACKS, SPLIT_STACKS, Stack
+from harness.compose import NGINX_STACKS, SPLIT_STACKS, Stack, recreate_allow_list
 from harness.faults import app_server, in_flight
 from harness.traffic import Background, raw_request, summary, wait_for
 
@@ -232,20 +232,16 @@ def test_bad_input_gets_a_clear_status_and_harms_nothing(stack, base_url, probe)
 # --- ALLOWED_IPS -----------------------------------------------------------------------------
 
 
-def _recreate_nginx(stack: Stack, allowed: str, wait: bool = True):
-    return stack.recreate(stack.front, {"ALLOWED_IPS": allowed}, wait=wait)
-
-
 @behind_nginx
 def test_allow_list_admits_listed_clients_only(stack, base_url):
     client = requests.get(base_url + "/whoami", timeout=10).json()["client"]  # as nginx sees us
     # a list without us: 403, while the container's own healthcheck still passes (--wait)
-    assert _recreate_nginx(stack, "192.0.2.1;2001:db8::/32").returncode == 0
+    assert recreate_allow_list(stack, "192.0.2.1;2001:db8::/32").returncode == 0
     denied = requests.get(stack.base_url() + "/", timeout=10)
     assert denied.status_code == 403, f"{stack.name}: unlisted client -> {denied.status_code}"
     assert denied.headers["X-Frame-Options"] == "DENY"
     # a list with us: 200
-    assert _recreate_nginx(stack, f"192.0.2.1;{client}/32").returncode == 0
+    assert recreate_allow_list(stack, f"192.0.2.1;{client}/32").returncode == 0
     allowed = requests.get(stack.base_url() + "/", timeout=10)
     assert allowed.status_code == 200, f"{stack.name}: listed client -> {allowed.status_code}"
 
@@ -253,11 +249,11 @@ def test_allow_list_admits_listed_clients_only(stack, base_url):
 @behind_nginx
 def test_allow_list_injection_refuses_to_start(stack):
     bad = "1.2.3.4; } server { listen 81;"
-    _recreate_nginx(stack, bad, wait=False)
+    recreate_allow_list(stack, bad, wait=False)
     stack.wait_refused(stack.front)
     stack.wait_for_log(stack.front, "ALLOWED_IPS entry '} server { listen 81'", timeout=20)
     # back to open, for the tests that follow
-    assert _recreate_nginx(stack, "").returncode == 0
+    assert recreate_allow_list(stack, None).returncode == 0
 
 
 # --- secrets ---------------------------------------------------------------------------------

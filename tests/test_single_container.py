@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from harness import faults
+from harness.compose import recreate_allow_list
 from harness.traffic import wait_for
 from harness.wrk import wrk
 
@@ -106,23 +107,19 @@ def test_plain_docker_run_works(stack):
         subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
 
 
-def _recreate(stack, allowed: str, wait: bool = True):
-    return stack.recreate("app", {"ALLOWED_IPS": allowed}, wait=wait)
-
-
 def test_allowed_admits_listed_clients_only(stack, base_url):
     client = requests.get(base_url + "/whoami", timeout=10).json()["client"]
-    assert _recreate(stack, "192.0.2.1;").returncode == 0  # a trailing ; is fine
+    assert recreate_allow_list(stack, "192.0.2.1;").returncode == 0  # a trailing ; is fine
     assert requests.get(stack.base_url() + "/", timeout=10).status_code == 403
-    assert _recreate(stack, f"192.0.2.1;{client}").returncode == 0
+    assert recreate_allow_list(stack, f"192.0.2.1;{client}").returncode == 0
     assert requests.get(stack.base_url() + "/", timeout=10).status_code == 200
 
 
 def test_allowed_injection_is_refused(stack):
-    _recreate(stack, "1.2.3.4; } server { listen 81;", wait=False)
+    recreate_allow_list(stack, "1.2.3.4; } server { listen 81;", wait=False)
     stack.wait_refused("app")
     stack.wait_for_log("app", "ALLOWED_IPS entry '} server { listen 81'", timeout=20)
-    assert _recreate(stack, "").returncode == 0
+    assert recreate_allow_list(stack, None).returncode == 0
 
 
 def test_allowed_its_older_name_stops_the_container_rather_than_open_it(stack):

@@ -143,7 +143,7 @@ def test_cbc_cipher_refused(stack):
     assert refused.value.reason == "SSLV3_ALERT_HANDSHAKE_FAILURE", refused.value
 
 
-# one stack per TLS overlay: what sslyze tests is nginx's TLS (shared/nginx/snippets/tls.conf
+# one stack per TLS overlay: what sslyze tests is nginx's TLS (shared/nginx/tls.conf
 # and the image's OpenSSL), which the stacks of one overlay share; the checks above hold each
 SCANNED: dict[Path, str] = {}
 for _name, _overlay in sorted(TLS_STACKS.items()):

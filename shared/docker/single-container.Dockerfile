@@ -16,15 +16,13 @@ RUN set -eux; \
     # nginx opens its built-in log paths before reading nginx.conf: point them at the container's
     ln -sf /dev/stdout /var/log/nginx/access.log; \
     ln -sf /dev/stderr /var/log/nginx/error.log; \
-    # the one place written at start (allowed-ips.conf, tls.conf); a tmpfs when the root is read-only
+    # the one place written at start (the log format's, TLS's, overlays' .conf); a tmpfs when the root is read-only
     install -d -o app -g app -m 0755 /etc/nginx/generated
 
 # the same nginx files as the compose stacks: the socket stack's server block, shared snippets
 COPY shared/nginx/nginx.conf /etc/nginx/nginx.conf
 COPY shared/nginx/snippets/ /etc/nginx/snippets/
 COPY stacks/nginx-uwsgi-socket/default.conf /etc/nginx/conf.d/default.conf
-COPY shared/nginx/allowed-ips.sh /usr/local/bin/allowed-ips
-COPY shared/nginx/tls.sh /usr/local/bin/tls
 COPY shared/nginx/log-format.sh /usr/local/bin/log-format
 COPY shared/uwsgi/base.ini /etc/uwsgi/base.ini
 COPY stacks/single-container/uwsgi.ini /etc/uwsgi/uwsgi.ini

@@ -1,15 +1,16 @@
 #!/bin/sh
-# HTTPS switch for nginx: TLS=on adds snippets/tls.conf (listen 8443 ssl, HTTP -> HTTPS) to the
-# server block, through /etc/nginx/generated/tls.conf; TLS=off (the default) leaves it empty.
-#   TLS=on|off            HTTPS_PORT=8443 (the public port in redirects; 443 drops it from URLs)
+# HTTPS for nginx, mounted by the TLS overlay (shared/compose/tls.yaml) only: adds tls.conf
+# (listen 8443 ssl, HTTP -> HTTPS) to the server block, through
+# /etc/nginx/generated/server.d/tls.conf (snippets/server-defaults.conf includes it).
+#   HTTPS_PORT=8443 (the public port in redirects; 443 drops it from URLs)
 #   HSTS_MAX_AGE=<s>|''   CERT_RECHECK_SECONDS=60 (renewed certificates are picked up this fast)
-# With TLS on, a watcher reloads nginx (gracefully: open connections finish on the old
-# certificate) when /etc/nginx/certs/{fullchain,privkey}.pem change: certbot renewals, or a
-# certificate you replace yourself. Bad values stop the start with what to fix.
+# A watcher reloads nginx (gracefully: open connections finish on the old certificate) when
+# /etc/nginx/certs/{fullchain,privkey}.pem change: certbot renewals, or a certificate you
+# replace yourself. Bad values stop the start with what to fix.
 # Run by the nginx image's entrypoint from /docker-entrypoint.d/ (POSIX sh: any nginx image).
 set -eu
 
-out="${TLS_CONF:-/etc/nginx/generated/tls.conf}"
+out="${TLS_CONF:-/etc/nginx/generated/server.d/tls.conf}"
 certs="${TLS_CERTS_DIR:-/etc/nginx/certs}"
 
 fail() {
@@ -17,15 +18,6 @@ fail() {
     exit 1
 }
 is_whole() { case $1 in '' | *[!0-9]* | 0?*) return 1 ;; esac; }
-
-case "${TLS:-off}" in
-    off | '')
-        echo "# TLS=off: plain HTTP only (tls.sh)" >"$out"
-        exit 0
-        ;;
-    on) ;;
-    *) fail "TLS='${TLS}' must be on or off" ;;
-esac
 
 port="${HTTPS_PORT:-443}"
 if ! is_whole "$port" || [ "$port" -lt 1 ] || [ "$port" -gt 65535 ]; then
@@ -39,17 +31,18 @@ if ! is_whole "$interval" || [ "$interval" -lt 1 ]; then
     fail "CERT_RECHECK_SECONDS='$interval' is not a whole number of seconds above 0"
 fi
 for file in fullchain.pem privkey.pem; do
-    [ -r "$certs/$file" ] || fail "TLS=on but $certs/$file is missing or not readable by uid $(id -u):" \
+    [ -r "$certs/$file" ] || fail "TLS is on but $certs/$file is missing or not readable by uid $(id -u):" \
         "run 'make certs' (a local CA), mount your own (docs/https.md), or use the ACME overlay"
 done
 
 suffix=":$port"
 [ "$port" != 443 ] || suffix=""
+mkdir -p "$(dirname "$out")"
 {
-    echo "# TLS=on (tls.sh): HTTPS on 8443, HTTP redirected to it"
+    echo "# written by tls.sh at start: HTTPS on 8443, HTTP redirected to it"
     echo "set \$https_port \"$suffix\";"
     echo "set \$hsts \"${hsts:+max-age=$hsts}\";"
-    echo "include /etc/nginx/snippets/tls.conf;"
+    echo "include /etc/nginx/tls.conf;"
 } >"$out"
 
 fingerprint() { cat "$certs/fullchain.pem" "$certs/privkey.pem" 2>/dev/null | cksum; }

@@ -1,24 +1,30 @@
 #!/bin/sh
-# Runs under tini (PID 1, which forwards signals and reaps zombies). Validates the allow-list
-# before anything listens, then runs the uWSGI master (the command), which runs the workers and
+# Runs under tini (PID 1, which forwards signals and reaps zombies). Runs what the overlays
+# mount before anything listens, then the uWSGI master (the command), which runs the workers and
 # nginx (uwsgi.ini), and stays its parent only to order the stop (below).
 set -eu
 
-# ALLOWED, an older name of the list, is refused rather than ignored: ignored, it would leave
-# the container open to everyone. An invalid entry stops the container here, naming it.
+# An allow-list this image cannot apply is refused rather than ignored: ignored, it would leave
+# the container open to everyone. ALLOWED is an older name of the list; ALLOWED_IPS needs the
+# allow-list overlay's script (compose.allow-list.yaml mounts it, as `docker run -v` can).
 if [ -n "${ALLOWED:-}" ]; then
     echo "entrypoint: ERROR: ALLOWED is not read; name the allow-list ALLOWED_IPS (same format);" \
         "the container will not start." >&2
     exit 1
 fi
-ALLOWED_IPS_CONF=/etc/nginx/generated/allowed-ips.conf allowed-ips
+if [ -n "${ALLOWED_IPS:-}" ] && [ ! -e /docker-entrypoint.d/40-allowed-ips.sh ]; then
+    echo "entrypoint: ERROR: ALLOWED_IPS is set but /docker-entrypoint.d/40-allowed-ips.sh is not" \
+        "mounted (compose.allow-list.yaml); the container will not start." >&2
+    exit 1
+fi
+# the overlays' start scripts, as the nginx image runs them (an invalid entry stops the start)
+for script in /docker-entrypoint.d/*.sh; do
+    if [ -e "$script" ]; then sh "$script"; fi   # no match: the pattern itself, skipped
+done
 
 # the access log in LOG_FORMAT (text or json), to tini's stdout: with LOG_FORMAT=json uWSGI's
 # master reads this process tree's stdout through a socket, which nginx cannot open as a file
 ACCESS_LOG=/proc/1/fd/1 ACCESS_LOG_CONF=/etc/nginx/generated/access-log.conf log-format
-
-# HTTPS when TLS=on (a certificate in /etc/nginx/certs; the overlay compose.tls.yaml), else off
-TLS_CONF=/etc/nginx/generated/tls.conf tls
 
 # docker stop's SIGTERM goes to nginx first: its graceful quit (SIGQUIT) closes the listener
 # and finishes the requests it holds while every uWSGI worker still serves; once nginx has

@@ -22,11 +22,11 @@ def render(tmp_path, value):
 
 
 @pytest.mark.parametrize("value", [None, ""])
-def test_unset_is_open(tmp_path, value):
-    code, conf, _ = render(tmp_path, value)
-    assert code == 0
-    directives = [line for line in conf.splitlines() if line and not line.startswith("#")]
-    assert directives == [], conf
+def test_an_empty_list_stops_the_start(tmp_path, value):
+    """The overlay mounts the script only to restrict: no entry is a mistake, never "open"."""
+    code, conf, err = render(tmp_path, value)
+    assert code == 1 and conf is None, conf
+    assert "leave the allow-list overlay out" in err and "will not start" in err, err
 
 
 def test_entries_become_allow_lines_then_deny_all(tmp_path):

@@ -1,4 +1,4 @@
-"""shared/nginx/tls.sh: TLS=off writes an empty include, TLS=on the HTTPS include with the
+"""shared/nginx/tls.sh (mounted by the TLS overlay only): the HTTPS include with the
 redirect port and HSTS; bad values and missing certificates stop the start with the fix; the
 watcher reloads nginx when the certificate changes, only once the new pair loads. Run on the
 host with stand-ins for `nginx` and `sleep`."""
@@ -64,22 +64,16 @@ def run(tmp_path: Path, checks: int = 0, loads: str = "yes", **env: str):
     return result, conf.read_text() if conf.exists() else ""
 
 
-def test_off_by_default_writes_an_include_without_directives(tmp_path):
-    result, conf = run(tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert [line for line in conf.splitlines() if not line.startswith("#")] == []
-
-
-def test_on_writes_the_https_include(tmp_path):
-    result, conf = run(tmp_path, TLS="on", HTTPS_PORT="8443", HSTS_MAX_AGE="63072000")
+def test_writes_the_https_include(tmp_path):
+    result, conf = run(tmp_path, HTTPS_PORT="8443", HSTS_MAX_AGE="63072000")
     assert result.returncode == 0, result.stderr
     assert 'set $https_port ":8443";' in conf
     assert 'set $hsts "max-age=63072000";' in conf
-    assert conf.rstrip().endswith("include /etc/nginx/snippets/tls.conf;")
+    assert conf.rstrip().endswith("include /etc/nginx/tls.conf;")
 
 
 def test_port_443_and_no_hsts(tmp_path):
-    _, conf = run(tmp_path, TLS="on", HTTPS_PORT="443")
+    _, conf = run(tmp_path, HTTPS_PORT="443")
     assert 'set $https_port "";' in conf  # https://example.com/, no :443
     assert 'set $hsts "";' in conf  # an empty add_header value sends no header
 
@@ -87,12 +81,11 @@ def test_port_443_and_no_hsts(tmp_path):
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"TLS": "yes"}, "TLS='yes' must be on or off"),
-        ({"TLS": "on", "HTTPS_PORT": "https"}, "HTTPS_PORT='https' is not a port number"),
-        ({"TLS": "on", "HTTPS_PORT": "70000"}, "HTTPS_PORT='70000' is not a port number"),
-        ({"TLS": "on", "HSTS_MAX_AGE": "2y"}, "HSTS_MAX_AGE='2y' is not a number of seconds"),
-        ({"TLS": "on", "CERT_RECHECK_SECONDS": "0"}, "CERT_RECHECK_SECONDS='0' is not a whole"),
-        ({"TLS": "on", "TLS_CERTS_DIR": "/nonexistent"}, "run 'make certs'"),
+        ({"HTTPS_PORT": "https"}, "HTTPS_PORT='https' is not a port number"),
+        ({"HTTPS_PORT": "70000"}, "HTTPS_PORT='70000' is not a port number"),
+        ({"HSTS_MAX_AGE": "2y"}, "HSTS_MAX_AGE='2y' is not a number of seconds"),
+        ({"CERT_RECHECK_SECONDS": "0"}, "CERT_RECHECK_SECONDS='0' is not a whole"),
+        ({"TLS_CERTS_DIR": "/nonexistent"}, "run 'make certs'"),
     ],
 )
 def test_bad_values_stop_the_start_with_the_fix(tmp_path, env, message):
@@ -102,12 +95,12 @@ def test_bad_values_stop_the_start_with_the_fix(tmp_path, env, message):
 
 
 def test_reloads_once_when_the_certificate_changes(tmp_path):
-    result, _ = run(tmp_path, checks=3, TLS="on")
+    result, _ = run(tmp_path, checks=3)
     assert result.stdout.count("nginx -s reload") == 1, result.stdout
 
 
 def test_waits_for_a_pair_that_loads(tmp_path):
     # changed at check 1 but `nginx -t` fails until check 2: no reload before, one after
-    result, _ = run(tmp_path, checks=3, loads="no", TLS="on")
+    result, _ = run(tmp_path, checks=3, loads="no")
     assert "does not load yet" in result.stderr, result.stderr
     assert result.stdout.count("nginx -s reload") == 1, result.stdout

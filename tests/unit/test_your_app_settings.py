@@ -277,12 +277,23 @@ def test_stack_keys_are_every_variable_the_stacks_set_in_app_containers():
     sets in a container running the app, and every ENV of the app image."""
     from ruamel.yaml import YAML
 
+    def environment(path: Path, service: dict) -> set[str]:
+        """A service's keys, and those of the service it extends from another file (the
+        single-container overlays apply nginx's to `app`)."""
+        keys = set(service.get("environment") or {})
+        extends = service.get("extends") or {}
+        if isinstance(extends, dict) and "file" in extends:
+            other = path.parent / extends["file"]
+            base = (YAML().load(other.read_text()).get("services") or {})[extends["service"]]
+            keys |= environment(other, base)
+        return keys
+
     found = set()
     for path in [*ROOT.glob("stacks/*/compose*.yaml"), *ROOT.glob("shared/compose/*.yaml")]:
         services = YAML().load(path.read_text()).get("services") or {}
         for name, service in services.items():
             if name.startswith(("app", "release", "uwsgi-app")):
-                found.update(service.get("environment") or {})
+                found.update(environment(path, service))
     dockerfile = (ROOT / "shared/docker/Dockerfile").read_text()
     env_block = dockerfile.split("\nENV APP_MODULE", 1)[1].split("\n\n", 1)[0]
     found.update(["APP_MODULE", *re.findall(r"^\s+([A-Z_]+)=", env_block, re.MULTILINE)])
@@ -441,7 +452,7 @@ def test_export_with_tls_says_so(project, tmp_path):
     assert [p.name for p in job.overlays] == ["tls.yaml"]
     compose = (tmp_path / "d/compose.yaml").read_text()
     assert "${TLS_CERTS_DIR:-./certs}:/etc/nginx/certs:ro" in compose
-    assert 'TLS: "on"' in compose
+    assert "- ./nginx/tls.sh:/docker-entrypoint.d/45-tls.sh:ro" in compose
     assert "tls.yaml" in (tmp_path / "d/README.md").read_text()
 
 
@@ -474,8 +485,8 @@ def exported(dest: Path) -> dict[str, int]:
 
 # `make export STACK=nginx-uwsgi-socket` with nothing switched on, besides the app: what a user
 # reads before running it. Lower it as features move into overlays of their own (the goal is
-# 600); it was 1,637 while METRICS' files were in every export.
-EXPORT_LINES = 1397
+# 600).
+EXPORT_LINES = 1164
 
 
 def test_an_export_with_nothing_on_stays_small(project, tmp_path):
@@ -483,26 +494,55 @@ def test_an_export_with_nothing_on_stays_small(project, tmp_path):
     files = exported(tmp_path / "d")
     assert sum(files.values()) <= EXPORT_LINES, files
     assert not any(name.startswith(("metrics/", "prometheus/")) for name in files), files
+    text = "".join((tmp_path / "d" / name).read_text() for name in files)
+    assert "ALLOWED_IPS" not in text and "allowed-ips" not in text  # the allow-list overlay's
+    assert "ssl_" not in text and "tls.sh" not in text  # the TLS overlay's
 
 
-def test_metrics_adds_only_its_own_files(project, tmp_path):
-    """METRICS=1's export is the plain one plus its own files: the counter and the servers'
-    parts (shared/metrics/), Prometheus' config; nothing else of the plain export changes but
-    compose.yaml, .env.example and README.md."""
-    plain, counted = tmp_path / "plain", tmp_path / "counted"
+# each overlay's export: the plain one plus only that overlay's own files
+OVERLAY_FILES = {
+    "metrics": (
+        {"metrics": True},
+        ["metrics/flask_stacks_metrics.py", "metrics/nginx.conf", "metrics/uwsgi.ini",
+         "prometheus/alerts.yml", "prometheus/app-targets.yml", "prometheus/prometheus.yml"],
+    ),
+    "allow-list": ({"allowed_ips": "10.0.0.0/8;192.0.2.7"}, ["nginx/allowed-ips.sh"]),
+    "tls": ({"tls": True}, ["nginx/tls-redirect.conf", "nginx/tls.conf", "nginx/tls.sh"]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("overlay", OVERLAY_FILES)
+def test_an_overlay_adds_only_its_own_files(project, tmp_path, overlay):
+    """An overlay's export is the plain one plus its own files; nothing else of the plain
+    export changes but compose.yaml, .env.example and README.md."""
+    options, own_files = OVERLAY_FILES[overlay]
+    plain, on = tmp_path / "plain", tmp_path / "on"
     export.export("nginx-uwsgi-socket", str(plain), False, False, False, settings(project))
-    export.export("nginx-uwsgi-socket", str(counted), False, False, False, settings(project),
-                  metrics=True)  # fmt: skip
-    before, after = exported(plain), exported(counted)
-    assert sorted(set(after) - set(before)) == [
-        "metrics/flask_stacks_metrics.py", "metrics/nginx.conf", "metrics/uwsgi.ini",
-        "prometheus/alerts.yml", "prometheus/app-targets.yml", "prometheus/prometheus.yml",
-    ]  # fmt: skip
+    options = {"tls": False, "acme": False, "force": False, "env": settings(project), **options}
+    export.export("nginx-uwsgi-socket", str(on), **options)
+    before, after = exported(plain), exported(on)
+    assert sorted(set(after) - set(before)) == own_files
     assert set(before) <= set(after)
-    changed = {
-        name for name in before if (plain / name).read_text() != (counted / name).read_text()
-    }
+    changed = {name for name in before if (plain / name).read_text() != (on / name).read_text()}
     assert changed <= {"compose.yaml", ".env.example", "README.md"}, changed
+
+
+def test_an_allow_list_export_keeps_the_list_as_its_default(project, tmp_path):
+    """ALLOWED_IPS at export time is the exported list's default (.env can change it); a value
+    that is no list of addresses is refused before anything is written."""
+    dest = tmp_path / "d"
+    export.export("nginx-uwsgi-tcp", str(dest), False, False, False, settings(project),
+                  allowed_ips="10.0.0.0/8; 192.0.2.7")  # fmt: skip
+    compose = (dest / "compose.yaml").read_text()
+    assert "ALLOWED_IPS: ${ALLOWED_IPS:-10.0.0.0/8; 192.0.2.7}" in compose, compose
+    assert "- ./nginx/allowed-ips.sh:/docker-entrypoint.d/40-allowed-ips.sh:ro" in compose
+    with pytest.raises(export.ExportError, match="only addresses and CIDRs"):
+        export.export("nginx-uwsgi-tcp", str(tmp_path / "e"), False, False, False,
+                      settings(project), allowed_ips="10.0.0.1}")  # fmt: skip
+    assert not (tmp_path / "e").exists()
+    with pytest.raises(export.ExportError, match="ALLOWED_IPS works with the nginx stacks"):
+        export.export("flask-dev", str(tmp_path / "f"), False, False, False, settings(project),
+                      allowed_ips="10.0.0.1")  # fmt: skip
 
 
 def test_export_with_app_env_copies_it_and_lists_only_its_keys(project, tmp_path):
