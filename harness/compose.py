@@ -304,7 +304,7 @@ class Stack:
 
     def access_log(self, needle: str, timeout: float = 5.0) -> dict:
         """nginx's access log line with `needle` (a request id, a unique URI), parsed the same
-        from either LOG_FORMAT (shared/nginx/nginx.conf's `main` or `json`): client, uri,
+        from either LOG_FORMAT (nginx.conf's `main`, shared/json-logs/'s `json`): client, uri,
         status, request_id, upstream (None for none), upstream_response_time, as strings."""
         # single-container: the app's own lines are in this log too, so parse, not just match
         return self.wait_for_log(self.front, needle, timeout, parse=self._access_fields)

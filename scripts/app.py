@@ -7,7 +7,8 @@
     scripts/app.py secrets         make the app's secrets (APP_SECRETS) in secrets/ if missing
     scripts/app.py export STACK DEST [--tls] [--acme] [--metrics] [--force]
                                    a folder that runs STACK alone (stackctl/export.py)
-    scripts/app.py overlays STACK  the compose files TLS, ACME and METRICS (as set) add to STACK,
+    scripts/app.py overlays STACK  the compose files TLS, ACME, ALLOWED_IPS, LOG_FORMAT and METRICS
+                                   (as set) add to STACK,
                                    one per line (make lint); exit 2 where one does not apply
     scripts/app.py diagnose STACK [-f overlay ...]
                                    after a failed `up`: why (the release step's output, each
@@ -79,9 +80,9 @@ def diagnose(app: apps.App, stack: str, overlays: list[str]) -> None:
 
 
 def feature_overlays(stack: str) -> list[Path]:
-    """TLS, ACME, ALLOWED_IPS and METRICS as make's variables set them (any value but empty
-    switches TLS, ACME and the allow-list on): their compose files for `stack`; OverlayError
-    says what works."""
+    """TLS, ACME, ALLOWED_IPS, LOG_FORMAT and METRICS as make's variables set them (any value but
+    empty switches TLS, ACME and the allow-list on): their compose files for `stack`;
+    OverlayError says what works (LOG_FORMAT's value: checked by apps.from_settings first)."""
     metrics = os.environ.get("METRICS", "")
     if metrics not in ("", "0", "1"):
         raise stacks.OverlayError(f"METRICS='{metrics}' must be 1 (on) or 0 (off, the default)")
@@ -90,6 +91,7 @@ def feature_overlays(stack: str) -> list[Path]:
         tls=bool(os.environ.get("TLS")),
         acme=bool(os.environ.get("ACME")),
         allow_list=bool(os.environ.get("ALLOWED_IPS")),
+        json_logs=apps.log_format(os.environ) == "json",
         metrics=metrics == "1",
     )
 

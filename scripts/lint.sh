@@ -17,8 +17,8 @@ check() {  # check <name> <command...>
 # app servers (shared/compose/lint-nginx.yaml points their names at loopback), then gixy on
 # the full rendered config. A stack without an nginx service is checked in its one service
 # if that has nginx (single-container); flask-dev has none.
-# With overlays after them (TLS=on with throwaway certificates, ALLOWED_IPS, METRICS=1), their
-# config too.
+# With overlays after them (TLS=on with throwaway certificates, ALLOWED_IPS, LOG_FORMAT=json,
+# METRICS=1), their config too.
 nginx_check() {
   local stack=$1 service=$2 project dump overlay file
   shift 2
@@ -107,23 +107,24 @@ promtool() {
 check "promtool check config" promtool check config prometheus.yml
 check "promtool test rules" promtool test rules alerts.test.yml
 
-# TLS, an allow-list and METRICS together: each overlay's nginx files in one more nginx -T.
+# TLS, an allow-list, JSON logs and METRICS together: each overlay's nginx files in one more
+# nginx -T.
 # gixy's return_bypasses_allow_deny is skipped there, for the two returns it names: the error
 # page's (an internal location: it must answer a denied client its JSON 403) and TLS's redirect
 # of plain HTTP (an unlisted client learns only the HTTPS address, where it gets the 403).
 export ALLOWED_IPS="10.0.0.0/8;2001:db8::/32"
 for file in stacks/*/compose.yaml; do
   stack=$(basename "$(dirname "$file")")
-  mapfile -t with_overlays < <(env TLS=1 METRICS=1 python3 scripts/app.py overlays "$stack" 2>/dev/null)
+  mapfile -t with_overlays < <(env TLS=1 LOG_FORMAT=json METRICS=1 python3 scripts/app.py overlays "$stack" 2>/dev/null)
   # the long-running services (the one-shot `release` step serves nothing)
   mapfile -t services < <(docker compose -f "$file" config --services | grep -vx release)
   if printf '%s\n' "${services[@]}" | grep -qx nginx; then
     check "nginx -t + gixy: $stack" nginx_check "$stack" nginx
-    GIXY_SKIPS=return_bypasses_allow_deny check "nginx -t + gixy: $stack, TLS + ALLOWED_IPS + METRICS" \
+    GIXY_SKIPS=return_bypasses_allow_deny check "nginx -t + gixy: $stack, TLS + ALLOWED_IPS + LOG_FORMAT=json + METRICS" \
       nginx_check "$stack" nginx "${with_overlays[@]}"
   elif [ ${#services[@]} -eq 1 ] && has_nginx "$file" "${services[0]}"; then
     check "nginx -t + gixy: $stack (${services[0]})" nginx_check "$stack" "${services[0]}"
-    GIXY_SKIPS=return_bypasses_allow_deny check "nginx -t + gixy: $stack (${services[0]}), TLS + ALLOWED_IPS + METRICS" \
+    GIXY_SKIPS=return_bypasses_allow_deny check "nginx -t + gixy: $stack (${services[0]}), TLS + ALLOWED_IPS + LOG_FORMAT=json + METRICS" \
       nginx_check "$stack" "${services[0]}" "${with_overlays[@]}"
   fi
 done

@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 from stackctl import apps
-from stackctl.stacks import ROOT, feature_overlays, images_env, leave_swarm
+from stackctl.stacks import ROOT, OverlayError, feature_overlays, images_env, leave_swarm
 
 STACK_DIR = ROOT / "stacks" / os.environ.get("STACK", "load-balanced-pair")
 FILES = ["-f", str(STACK_DIR / "compose.yaml"), "-f", str(STACK_DIR / "compose.swarm.yaml")]
@@ -144,9 +144,18 @@ def to_stack_file(rendered: dict, stack: str) -> tuple[dict, set[str]]:
 
 def render(replicas: int, stack: str) -> tuple[dict, set[str]]:
     env = {**images_env(), "REPLICAS": str(replicas)}
-    # ALLOWED_IPS: the allow-list overlay, as `make up` adds it
-    allow_list = feature_overlays(STACK_DIR.name, allow_list=bool(os.environ.get("ALLOWED_IPS")))
-    files = [*FILES, *(arg for path in allow_list for arg in ("-f", str(path)))]
+    # ALLOWED_IPS and LOG_FORMAT=json: their overlays, as `make up` adds them (the logs' for the
+    # replicated `app` too: compose.swarm.json-logs.yaml)
+    try:
+        json_logs = apps.log_format(os.environ) == "json"
+        overlays = feature_overlays(
+            STACK_DIR.name, allow_list=bool(os.environ.get("ALLOWED_IPS")), json_logs=json_logs
+        )
+    except (apps.AppError, OverlayError) as error:
+        raise SwarmError(str(error)) from None
+    if json_logs:
+        overlays.append(STACK_DIR / "compose.swarm.json-logs.yaml")
+    files = [*FILES, *(arg for path in overlays for arg in ("-f", str(path)))]
     rendered = json.loads(run("docker", "compose", *files, "config", "--format", "json", env=env))
     return to_stack_file(rendered, stack)
 

@@ -57,7 +57,7 @@ UWSGI_COMMAND = ["uwsgi", "--ini", "/etc/uwsgi/uwsgi.ini"]  # shared/compose/ser
 # where each file a variant may edit is mounted in the nginx container
 MOUNTED = {
     "shared/nginx/nginx.conf": "/etc/nginx/nginx.conf",
-    "shared/nginx/log-format.sh": "/docker-entrypoint.d/35-log-format.sh",
+    "shared/nginx/access-log.conf": "/etc/nginx/access-log.conf",
     "shared/nginx/snippets/server-defaults.conf": "/etc/nginx/snippets/server-defaults.conf",
     "shared/nginx/snippets/uwsgi-params.conf": "/etc/nginx/snippets/uwsgi-params.conf",
     "stacks/nginx-gunicorn-gevent/default.conf": "/etc/nginx/conf.d/default.conf",
@@ -144,10 +144,7 @@ UWSGI_PARAMS = "include snippets/uwsgi-params.conf;"
 UWSGI_PASS = "uwsgi_pass app:3031;"  # noqa: S105 (a pass, not a password)
 
 
-ACCESS_LOG = (  # log-format.sh's line that writes the access_log directive
-    'echo "access_log ${ACCESS_LOG:-/dev/stdout} $format buffer=64k flush=1s if=\\$loggable;"'
-    ' >"$out"'
-)
+ACCESS_LOG = "access_log /dev/stdout main buffer=64k flush=1s if=$loggable;"  # access-log.conf's
 # What each server's search tries. uWSGI's list carries nginx's too (one set of nginx files
 # serves every stack); Gunicorn's adds its own worker sizing and nginx's upstream keep-alive.
 SEARCH: dict[str, list[Variant]] = {
@@ -166,7 +163,7 @@ SEARCH: dict[str, list[Variant]] = {
             "nginx access log unbuffered",
             edits=(
                 (
-                    "shared/nginx/log-format.sh",
+                    "shared/nginx/access-log.conf",
                     ACCESS_LOG,
                     ACCESS_LOG.replace(" buffer=64k flush=1s", ""),
                 ),
@@ -174,7 +171,7 @@ SEARCH: dict[str, list[Variant]] = {
         ),
         Variant(
             "nginx access log off",
-            edits=(("shared/nginx/log-format.sh", ACCESS_LOG, 'echo "access_log off;" >"$out"'),),
+            edits=(("shared/nginx/access-log.conf", ACCESS_LOG, "access_log off;"),),
         ),
         Variant(
             "nginx without the three security headers",

@@ -140,7 +140,6 @@ STACK_KEYS = frozenset(
         "HEALTH_PATH",
         "HSTS_MAX_AGE",
         "HTTPS_PORT",
-        "LOG_FORMAT",
         "METRICS",
         "PATH",
         "PROMETHEUS_MULTIPROC_DIR",
@@ -149,6 +148,7 @@ STACK_KEYS = frozenset(
         "SECRETS_AS_ENV",
         "SECRET_KEY_FILE",
         "APP_ENV_SHA256",
+        "UWSGI_INCLUDE",
         "UWSGI_INI",
     }
 )
@@ -191,6 +191,7 @@ class App:
     services: tuple[tuple[str, str], ...] = ()  # (DB, postgres), (QUEUE, redis): those on
     worker: str = ""  # WORKER: the background worker's command
     worker_healthcheck: str = ""  # WORKER_HEALTHCHECK, or rq's own
+    json_logs: bool = False  # LOG_FORMAT=json: the worker's part of it (the stack's: stacks.py)
 
     @property
     def services_on(self) -> list[Service]:
@@ -215,7 +216,11 @@ class App:
     def service_overlays(self) -> list[Path]:
         """The compose files of the services that are on (shared/compose/), worker last."""
         files = [ROOT / "shared/compose" / service.compose_file for service in self.services_on]
-        return files + ([ROOT / "shared/compose/worker.yaml"] if self.worker else [])
+        if self.worker:
+            files.append(ROOT / "shared/compose/worker.yaml")
+            if self.json_logs:  # the worker's logging module, mounted after its overlay
+                files.append(ROOT / "shared/json-logs/worker.yaml")
+        return files
 
     @property
     def is_demo(self) -> bool:
@@ -473,7 +478,16 @@ def from_settings(env: Mapping[str, str] | None = None) -> App:
         services=tuple(services),
         worker=worker,
         worker_healthcheck=worker_healthcheck if worker else "",
+        json_logs=log_format(env) == "json",
     )
+
+
+def log_format(env: Mapping[str, str]) -> str:
+    """LOG_FORMAT: text (the default) or json (its overlays: shared/json-logs/)."""
+    value = env.get("LOG_FORMAT", "").strip() or "text"
+    if value not in ("text", "json"):
+        raise AppError(f"LOG_FORMAT={value!r} must be text (the default) or json")
+    return value
 
 
 def read_env_file(

@@ -57,8 +57,8 @@ OTHER_WHYS = {
     "REDIS_IMAGE": "Redis' image: the official one",
 }
 ENV_FILE = "app.env"  # where an export keeps APP_ENV's settings
-# shared/<folder>/ that an export keeps as <folder>/ (LOG_FORMAT; METRICS; DB, QUEUE, WORKER)
-SAME_FOLDER = ("python", "metrics", "prometheus", "postgres", "redis", "worker")
+# shared/<folder>/ that an export keeps as <folder>/ (LOG_FORMAT=json; METRICS; DB, QUEUE, WORKER)
+SAME_FOLDER = ("json-logs", "metrics", "prometheus", "postgres", "redis", "worker")
 PUBLISH_WHY = (
     "the host address:port nginx is published on: the host's loopback by default; e.g. "
     "0.0.0.0:80 to serve the network"
@@ -483,6 +483,13 @@ class Export:
             if self.app.env_file
             else ""
         )
+        json_logs = ""
+        if self.app.json_logs:
+            json_logs = (
+                "- `json-logs/`: LOG_FORMAT=json: the module the app servers import before the"
+                "\n  app (flask_stacks_logging.py), uWSGI's or Gunicorn's part, nginx's log_format"
+                "\n  json.\n"
+            )
         metrics = ""
         if self.with_metrics:
             metrics = (
@@ -534,8 +541,7 @@ Files:
 - `nginx/`: nginx.conf, the server block (default.conf), the snippets and start scripts, and
   nginx's image (`Dockerfile`: the app's static folder, APP_STATIC, copied out of the app
   image by `static-folder.py`, so files inside an installed package are served too).
-- `python/`: what the app servers import before the app: LOG_FORMAT (flask_stacks_logging.py).
-{metrics}{services}"""
+{json_logs}{metrics}{services}"""
 
     def write(self, force: bool) -> list[str]:
         """Write the folder; returns the files written. Refuses to overwrite without force."""
@@ -663,7 +669,12 @@ def export(
         raise ExportError(f"STACK={stack!r} is not a stack")
     try:
         overlays = feature_overlays(
-            stack, tls=tls, acme=acme, allow_list=bool(allowed_ips), metrics=metrics
+            stack,
+            tls=tls,
+            acme=acme,
+            allow_list=bool(allowed_ips),
+            json_logs=app.json_logs,
+            metrics=metrics,
         )
     except OverlayError as error:
         raise ExportError(str(error)) from None

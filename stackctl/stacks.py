@@ -1,7 +1,7 @@
 """The facts about a stack, read from its files (no container needed), answered here once for
 the tools (`make up`, `make export`, `make swarm-up`) and the tests alike: which stacks exist,
 whether nginx is in front and as a service of its own, which app server runs, and which compose
-files an overlay (TLS, ACME, ALLOWED_IPS, METRICS) adds to it."""
+files an overlay (TLS, ACME, ALLOWED_IPS, LOG_FORMAT=json, METRICS) adds to it."""
 
 from __future__ import annotations
 
@@ -82,11 +82,12 @@ def feature_overlays(
     tls: bool = False,
     acme: bool = False,
     allow_list: bool = False,
+    json_logs: bool = False,
     metrics: bool = False,
 ) -> list[Path]:
-    """The compose files that switch TLS, ACME, the allow-list (ALLOWED_IPS) and METRICS on for
-    `stack`, in the order they apply (TLS, certbot on top of it, the allow-list, then METRICS'),
-    for `make` and `make export` alike."""
+    """The compose files that switch TLS, ACME, the allow-list (ALLOWED_IPS), JSON logs
+    (LOG_FORMAT=json) and METRICS on for `stack`, in the order they apply (TLS, certbot on top of
+    it, the allow-list, the logs, then METRICS'), for `make` and `make export` alike."""
     overlays = []
     if tls or acme:
         tls_file = tls_overlay(stack)
@@ -110,6 +111,14 @@ def feature_overlays(
                 "stacks"
             )
         overlays.append(allow_file)
+    if json_logs:
+        logs_file = ROOT / "stacks" / stack / "compose.json-logs.yaml"
+        if not logs_file.exists():
+            raise OverlayError(
+                f"{stack} keeps its server's own text log; LOG_FORMAT=json works with the nginx "
+                "stacks"
+            )
+        overlays.append(logs_file)
     if metrics:
         if not nginx_in_front(stack):
             raise OverlayError(f"{stack} is for development: METRICS=1 works with the nginx stacks")

@@ -33,7 +33,7 @@ from harness.compose import (
     stop_stack,
 )
 from stackctl import apps
-from stackctl.stacks import metrics_overlays
+from stackctl.stacks import feature_overlays, metrics_overlays
 
 # the order, grouping and load lock of the tests (tests/scheduling.py): how they run, not what
 # they use
@@ -116,6 +116,8 @@ def running_stack(request, images) -> Stack:
         # test_metrics places nginx's own healthchecks between two scrapes from Docker's log of
         # the last five: at the tests' 2 s they may not reach back past a window's start
         env["HEALTHCHECK_INTERVAL"] = "5s"
+    if log_format == "json":
+        overlays += tuple(feature_overlays(request.param, json_logs=True))
     overlays += TEST_OVERLAYS.get(request.param, ())
     stack = start_stack(request.param, overlays=overlays, env=env)
     FRESH.add(stack.project)

@@ -29,6 +29,7 @@ from harness.compose import (
     stop_stack,
 )  # fmt: skip
 from harness.traffic import wait_for
+from stackctl.stacks import feature_overlays
 
 PRODUCTION_STACKS = [s for s in STACKS if nginx_in_front(s)]
 SERVICES_FAULTS_STACK = "nginx-uwsgi-socket"
@@ -55,7 +56,10 @@ def stack(request, images) -> Stack:
     """The stack with the three overlays on, the demo app using them; always taken down."""
     # LOG_FORMAT=json on the faults' stack: the worker logs as the app servers do
     log_format = "json" if request.param == SERVICES_FAULTS_STACK else "text"
-    started = start_stack(request.param, env={**SETTINGS, "LOG_FORMAT": log_format})
+    json_logs = feature_overlays(request.param, json_logs=log_format == "json")
+    started = start_stack(
+        request.param, overlays=json_logs, env={**SETTINGS, "LOG_FORMAT": log_format}
+    )
     try:
         yield started
     finally:

@@ -23,7 +23,7 @@ RUN set -eux; \
 COPY shared/nginx/nginx.conf /etc/nginx/nginx.conf
 COPY shared/nginx/snippets/ /etc/nginx/snippets/
 COPY stacks/nginx-uwsgi-socket/default.conf /etc/nginx/conf.d/default.conf
-COPY shared/nginx/log-format.sh /usr/local/bin/log-format
+COPY shared/nginx/access-log.conf /etc/nginx/access-log.conf
 COPY shared/uwsgi/base.ini /etc/uwsgi/base.ini
 COPY stacks/single-container/uwsgi.ini /etc/uwsgi/uwsgi.ini
 COPY stacks/single-container/entrypoint.sh /usr/local/bin/entrypoint
@@ -31,7 +31,6 @@ COPY stacks/single-container/entrypoint.sh /usr/local/bin/entrypoint
 COPY shared/docker/healthcheck.py /opt/flask-stacks/bin/healthcheck
 COPY shared/docker/app-env.sh /opt/flask-stacks/bin/app-env
 COPY shared/docker/secrets-env.sh /opt/flask-stacks/bin/secrets-env
-COPY shared/python/ /opt/flask-stacks/lib/
 
 # nginx serves the app's static folder as /static/: APP_STATIC, a folder of the project or of
 # an installed package (shared/nginx/static-folder.py; empty: the app serves them itself)

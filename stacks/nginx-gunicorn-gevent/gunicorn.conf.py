@@ -7,7 +7,6 @@ import glob
 import multiprocessing
 import os
 
-import flask_stacks_logging  # LOG_FORMAT (shared/python/flask_stacks_logging.py), before the app
 import gevent
 
 wsgi_app = os.environ["APP_MODULE"]  # "module:variable" or "module:factory()", set in the image
@@ -71,12 +70,9 @@ forwarded_allow_ips = "*"
 # Logging: errors to stderr for `docker compose logs`. No access log: nginx logs every request
 # with its request id and upstream time; Gunicorn's own costs a large share of its throughput.
 errorlog = "-"
-if flask_stacks_logging.log_format() == "json":
-    # the error log as JSON lines; the access log stays off
-    logger_class = flask_stacks_logging.gunicorn_logger_class()
 
-# Features switched on (METRICS=1...): each mounts a settings file of its own here, run as part of
-# this one; none by default
+# Features switched on (METRICS=1, LOG_FORMAT=json): each mounts a settings file of its own
+# here, run as part of this one; none by default
 for _feature in sorted(glob.glob("/etc/gunicorn/conf.d/*.py")):
     with open(_feature) as _file:
         exec(compile(_file.read(), _feature, "exec"))  # noqa: S102 (the stack's own files)

@@ -22,10 +22,6 @@ for script in /docker-entrypoint.d/*.sh; do
     if [ -e "$script" ]; then sh "$script"; fi   # no match: the pattern itself, skipped
 done
 
-# the access log in LOG_FORMAT (text or json), to tini's stdout: with LOG_FORMAT=json uWSGI's
-# master reads this process tree's stdout through a socket, which nginx cannot open as a file
-ACCESS_LOG=/proc/1/fd/1 ACCESS_LOG_CONF=/etc/nginx/generated/access-log.conf log-format
-
 # docker stop's SIGTERM goes to nginx first: its graceful quit (SIGQUIT) closes the listener
 # and finishes the requests it holds while every uWSGI worker still serves; once nginx has
 # exited, the master (control=1) stops the workers gracefully and exits 0. uWSGI's own TERM

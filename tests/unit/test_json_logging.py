@@ -1,5 +1,6 @@
-"""LOG_FORMAT (shared/python/flask_stacks_logging.py), in a fresh interpreter each time: it
-configures the root logger at import, as the app servers import it before the app."""
+"""LOG_FORMAT=json (shared/json-logs/flask_stacks_logging.py), in a fresh interpreter each time:
+it configures the root logger at import, as the app servers import it before the app; and the
+value make checks (stackctl/apps.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from harness.compose import ROOT
+from stackctl import apps
 
 # the demo app, one request that fails on purpose with a request id, as nginx would send it
 SCRIPT = """
@@ -21,7 +25,7 @@ logging.getLogger("outside").warning("no request here")
 """
 
 
-# Gunicorn's logger as gunicorn.conf.py sets it for LOG_FORMAT=json
+# Gunicorn's logger as json-logs/gunicorn.conf.py sets it
 GUNICORN = """
 import flask_stacks_logging
 from gunicorn.config import Config
@@ -33,12 +37,11 @@ print("access log on:", log.access_log_enabled)
 """
 
 
-def run(log_format: str, script: str = SCRIPT) -> subprocess.CompletedProcess:
+def run(script: str = SCRIPT) -> subprocess.CompletedProcess:
     env = {
         **os.environ,
-        "LOG_FORMAT": log_format,
         "FAULT_ROUTES": "1",
-        "PYTHONPATH": f"{ROOT / 'shared/python'}:{ROOT / 'shared/app'}",
+        "PYTHONPATH": f"{ROOT / 'shared/json-logs'}:{ROOT / 'shared/app'}",
     }
     return subprocess.run(
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
@@ -46,7 +49,7 @@ def run(log_format: str, script: str = SCRIPT) -> subprocess.CompletedProcess:
 
 
 def test_json_lines_carry_the_request_id_and_the_traceback():
-    result = run("json")
+    result = run()
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stderr.splitlines()]  # every line is JSON
     error, outside = lines
@@ -59,21 +62,25 @@ def test_json_lines_carry_the_request_id_and_the_traceback():
 
 
 def test_text_leaves_the_apps_own_logging():
-    result = run("text")
+    """Without the overlay's module the app logs as it sets up (here Flask's own text handler)."""
+    result = run(SCRIPT.replace("import flask_stacks_logging, logging", "import logging"))
     assert result.returncode == 0, result.stderr
     assert "unhandled error on GET /fault/error" in result.stderr
     assert not result.stderr.lstrip().startswith("{"), result.stderr
 
 
-def test_unknown_format_is_refused_with_the_choices():
-    result = run("yaml")
-    assert result.returncode != 0
-    assert "LOG_FORMAT='yaml' must be one of text, json (default text)" in result.stderr
-    assert "Traceback" not in result.stderr
+@pytest.mark.parametrize(("value", "expected"), [("", "text"), ("text", "text"), ("json", "json")])
+def test_log_format_is_text_or_json(value, expected):
+    assert apps.log_format({"LOG_FORMAT": value}) == expected
+
+
+def test_an_unknown_format_is_refused_with_the_choices():
+    with pytest.raises(apps.AppError, match="LOG_FORMAT='yaml' must be text .the default. or json"):
+        apps.log_format({"LOG_FORMAT": "yaml"})
 
 
 def test_gunicorn_error_log_is_json_and_its_access_log_stays_off():
-    result = run("json", GUNICORN)
+    result = run(GUNICORN)
     assert result.returncode == 0, result.stderr
     (line,) = result.stderr.splitlines()
     record = json.loads(line)

@@ -4,12 +4,15 @@ module; they come from REDIS_URL and the secret file REDIS_PASSWORD_FILE (QUEUE=
 so that the password is in no command line, URL or log.
 """
 
+import contextlib
 import os
 from urllib.parse import urlsplit
 
 # LOG_FORMAT=json: the root logger writes JSON lines, as the app servers' do; RQ then adds no
-# handler of its own (it only does when none is effective). Mounted on PYTHONPATH by the stacks.
-import flask_stacks_logging  # noqa: F401
+# handler of its own (it only does when none is effective). Its overlay mounts the module on the
+# image's PYTHONPATH (shared/json-logs/worker.yaml); text logs: no such module, RQ's own handler.
+with contextlib.suppress(ImportError):
+    import flask_stacks_logging  # noqa: F401
 
 from flask_stacks.services import secret
 

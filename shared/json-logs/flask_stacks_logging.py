@@ -1,31 +1,23 @@
-"""LOG_FORMAT for the app servers: `text` (the default) leaves logging as the app sets it up;
-`json` writes every record of the app and of the server as one JSON object per line on stderr,
-with the request id nginx sent (X-Request-ID), so one id finds nginx's line and the app's
-traceback.
+"""LOG_FORMAT=json for the app servers and the worker: every record of the app and of the server
+as one JSON object per line on stderr, with the request id nginx sent (X-Request-ID), so one id
+finds nginx's line and the app's traceback. (Text, the default, leaves logging as the app sets
+it up: without the overlay this module is in no container.)
 
-Imported before the app (uWSGI: shared/uwsgi/base.ini; Gunicorn: gunicorn.conf.py), so the
-root handler exists when Flask creates app.logger (Flask then adds no text handler of its
-own). The JSON is python-json-logger's: escaping, exceptions and extra fields done by a
-maintained library, not here. Mounted at /opt/flask-stacks/lib (on the image's PYTHONPATH).
+The overlay (shared/json-logs/, docs/logs.md) mounts it at /opt/flask-stacks/lib (on the image's
+PYTHONPATH), and the servers import it before the app (uWSGI: json-logs/uwsgi.ini's `import`;
+Gunicorn: json-logs/gunicorn.conf.py), so the root handler exists when Flask creates app.logger
+(Flask then adds no text handler of its own). The JSON is python-json-logger's: escaping,
+exceptions and extra fields done by a maintained library, not here.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
-FORMATS = ("text", "json")
 # every record: when, how bad, whose, what, and for which request (None outside one)
 FIELDS = ["asctime", "levelname", "name", "message", "request_id"]
 RENAMED = {"asctime": "time", "levelname": "level", "name": "logger"}
-
-
-def log_format() -> str:
-    value = os.environ.get("LOG_FORMAT", "text") or "text"
-    if value not in FORMATS:
-        raise SystemExit(f"LOG_FORMAT={value!r} must be one of {', '.join(FORMATS)} (default text)")
-    return value
 
 
 class RequestId(logging.Filter):
@@ -54,10 +46,8 @@ def as_json(handler: logging.Handler) -> logging.Handler:
 
 
 def configure() -> None:
-    """With LOG_FORMAT=json, the root logger writes JSON lines to stderr, from level INFO (the
-    app's info records too; Flask's own handler would show warnings and errors only)."""
-    if log_format() != "json":
-        return
+    """The root logger writes JSON lines to stderr, from level INFO (the app's info records too;
+    Flask's own handler would show warnings and errors only)."""
     root = logging.getLogger()
     root.handlers[:] = [as_json(logging.StreamHandler(sys.stderr))]
     root.setLevel(logging.INFO)
