@@ -118,7 +118,8 @@ def test_scripts_app_env_exits_2_with_the_message():
 
 def app_env(stack: str, **variables: str) -> subprocess.CompletedProcess:
     """`scripts/app.py env STACK` as make runs it, with make's variables in the environment."""
-    env = {k: v for k, v in os.environ.items() if k not in ("APP", "TLS", "ACME", "METRICS")}
+    features = ("APP", "TLS", "ACME", "METRICS", "ALLOWED_IPS", "LOG_FORMAT")
+    env = {k: v for k, v in os.environ.items() if k not in features}
     return subprocess.run([sys.executable, str(ROOT / "scripts/app.py"), "env", stack],
                           env={**env, **variables}, capture_output=True, text=True,
                           check=False)  # fmt: skip
@@ -135,6 +136,12 @@ def app_env(stack: str, **variables: str) -> subprocess.CompletedProcess:
         ("load-balanced-pair", {"METRICS": "1"},
          "-f shared/compose/metrics.yaml -f stacks/load-balanced-pair/compose.metrics.yaml"),
         ("nginx-uwsgi-tcp", {"METRICS": "0"}, ""),
+        ("nginx-uwsgi-socket", {"ALLOWED_IPS": "10.0.0.0/8"}, "-f shared/compose/allow-list.yaml"),
+        ("single-container", {"ALLOWED_IPS": "10.0.0.0/8"},
+         "-f stacks/single-container/compose.allow-list.yaml"),
+        ("nginx-gunicorn-gevent", {"LOG_FORMAT": "json"},
+         "-f stacks/nginx-gunicorn-gevent/compose.json-logs.yaml"),
+        ("nginx-uwsgi-tcp", {"LOG_FORMAT": "text"}, ""),
     ],
 )  # fmt: skip
 def test_make_gets_each_features_overlays_for_the_stack(stack, variables, overlays):
@@ -162,6 +169,9 @@ def test_overlays_lists_the_files_one_per_line_for_lint():
         ("single-container", {"ACME": "1"}, "ACME=1 needs a stack with an nginx service"),
         ("flask-dev", {"METRICS": "1"}, "flask-dev is for development: METRICS=1 works"),
         ("nginx-uwsgi-tcp", {"METRICS": "yes"}, "METRICS='yes' must be 1 (on) or 0"),
+        ("flask-dev", {"ALLOWED_IPS": "10.0.0.0/8"}, "ALLOWED_IPS works with the nginx stacks"),
+        ("flask-dev", {"LOG_FORMAT": "json"}, "LOG_FORMAT=json works with the nginx stacks"),
+        ("nginx-uwsgi-tcp", {"LOG_FORMAT": "yaml"}, "LOG_FORMAT='yaml' must be text"),
     ],
 )
 def test_a_feature_the_stack_cannot_take_exits_2_with_what_works(stack, variables, message):
