@@ -79,10 +79,10 @@ def diagnose(app: apps.App, stack: str, overlays: list[str]) -> None:
             )
 
 
-def feature_overlays(stack: str) -> list[Path]:
+def feature_overlays(stack: str, app: apps.App) -> list[Path]:
     """TLS, ACME, ALLOWED_IPS, LOG_FORMAT and METRICS as make's variables set them (any value but
     empty switches TLS, ACME and the allow-list on): their compose files for `stack`;
-    OverlayError says what works (LOG_FORMAT's value: checked by apps.from_settings first)."""
+    OverlayError says what works (LOG_FORMAT: as apps.from_settings read it into `app`)."""
     metrics = os.environ.get("METRICS", "")
     if metrics not in ("", "0", "1"):
         raise stacks.OverlayError(f"METRICS='{metrics}' must be 1 (on) or 0 (off, the default)")
@@ -91,7 +91,7 @@ def feature_overlays(stack: str) -> list[Path]:
         tls=bool(os.environ.get("TLS")),
         acme=bool(os.environ.get("ACME")),
         allow_list=bool(os.environ.get("ALLOWED_IPS")),
-        json_logs=apps.log_format(os.environ) == "json",
+        json_logs=app.json_logs,
         metrics=metrics == "1",
     )
 
@@ -128,7 +128,7 @@ def main(argv: list[str]) -> int:
         return 0
     if argv[1] == "overlays":
         try:
-            files = feature_overlays(argv[2] if len(argv) > 2 else "")
+            files = feature_overlays(argv[2] if len(argv) > 2 else "", app)
         except stacks.OverlayError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
@@ -151,7 +151,7 @@ def main(argv: list[str]) -> int:
             f"-f {path.relative_to(apps.ROOT)}" for path in app.service_overlays()
         )
         try:
-            features = feature_overlays(argv[2])
+            features = feature_overlays(argv[2], app)
         except stacks.OverlayError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
