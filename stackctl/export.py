@@ -56,6 +56,7 @@ OTHER_WHYS = {
     "POSTGRES_IMAGE": "PostgreSQL's image: the official one (a data volume is bound to its major)",
     "REDIS_IMAGE": "Redis' image: the official one",
 }
+SERVICES_FILE = ROOT / "shared/compose/services.yaml"  # the service templates every stack extends
 ENV_FILE = "app.env"  # where an export keeps APP_ENV's settings
 # shared/<folder>/ that an export keeps as <folder>/ (LOG_FORMAT=json; METRICS; DB, QUEUE, WORKER)
 SAME_FOLDER = ("json-logs", "metrics", "prometheus", "postgres", "redis", "worker")
@@ -145,6 +146,37 @@ def merge_key(key: str, base, override):
                     out.ca.items[at] = override.ca.items[i]
         return out
     return merge(base, override)
+
+
+def plain(node):
+    """A node as plain data, for comparing values whatever their key order and comments."""
+    return json.loads(json.dumps(untag(node), sort_keys=True, default=str))
+
+
+def fill(shell: CommentedMap, source: CommentedMap) -> None:
+    """Fill a skeleton's empty mapping with `source`'s keys, comments included (the mapping
+    keeps its identity: merge keys refer to it)."""
+    shell.fa.set_block_style()
+    for key in source:
+        shell[key] = source[key]
+        copy_comment(source, shell, key)
+
+
+def dedent_comments(node) -> None:
+    """Every full-line comment inside `node` two columns to the left."""
+    if isinstance(node, (CommentedMap, CommentedSeq)):
+        for item in node.ca.items.values():
+            for token in item:
+                for one in token if isinstance(token, list) else [token]:
+                    if one is not None and hasattr(one, "value"):
+                        one.value = one.value.replace("\n  ", "\n")
+        for value in node.values() if isinstance(node, CommentedMap) else node:
+            dedent_comments(value)
+
+
+def copy_comment(source: CommentedMap, target: CommentedMap, key) -> None:
+    if key in source.ca.items:
+        target.ca.items[key] = source.ca.items[key]
 
 
 def untag(node):
@@ -357,8 +389,82 @@ class Export:
             if value is not None:
                 out[key] = value
         self.set_defaults(out)
+        self.share_app_template(out)
         self.trim_comments(out)
         return out
+
+    def share_app_template(self, out: CommentedMap) -> None:
+        """Write once what the app image's services (release, the app servers, a worker) share:
+        services.yaml's `app` becomes `x-app: &app`, each of them `<<: *app` plus what it sets
+        otherwise; a mapping it extends (environment, healthcheck) merges `*app-<key>` likewise.
+        YAML merges are shallow, so a key a service changes is written whole, as it runs."""
+        template = self.service(SERVICES_FILE, "app")
+        self.set_defaults(template)
+        dedent_comments(template)  # a service's keys (4 spaces in) become x-app's (2)
+        services = out["services"]
+        group = [
+            name
+            for name, service in services.items()
+            if "build" in service and plain(service.get("image")) == plain(template["image"])
+        ]
+        if len(group) < 2:
+            return
+        # what every one of them has: a key one lacks cannot come from the template
+        shared = [k for k in template if all(k in services[name] for name in group)]
+        nested = {  # service -> the mappings it extends rather than replaces
+            name: [
+                k
+                for k in shared
+                if isinstance(template[k], dict)
+                and plain(services[name][k]) != plain(template[k])
+                and isinstance(services[name][k], dict)
+                and all(key in services[name][k] for key in template[k])
+            ]
+            for name in group
+        }
+        anchored = sorted({k for keys in nested.values() for k in keys})
+        # ruamel.yaml builds merge keys when it loads them: a skeleton, filled in below
+        skeleton = "x-app: &app\n" + "".join(
+            f"  {k}: {'&app-' + k + ' ' if k in anchored else ''}{{}}\n" for k in shared
+        )
+        skeleton += "services:\n" + "".join(
+            f"  {name}:\n    <<: *app\n"
+            + "".join(f"    {k}:\n      <<: *app-{k}\n" for k in nested[name])
+            for name in group
+        )
+        loaded = YAML().load(skeleton)
+        shell = loaded["x-app"]
+        for key in shared:
+            fill(shell[key], template[key]) if key in anchored else None
+            if key not in anchored:
+                shell[key] = template[key]
+            copy_comment(template, shell, key)
+        written: dict[str, str] = {}  # a service's data -> the first name it was written under
+        for name in group:
+            service, new = services[name], loaded["services"][name]
+            item = services.ca.items.get(name)
+            if item and len(item) > 3:
+                item[3] = None  # a comment of the anchor the service came from, not of it
+            same = written.setdefault(json.dumps(plain(service), sort_keys=True), name)
+            if same != name:  # app2, as app1 is (the pair's two servers): a YAML alias
+                services[name] = services[same]
+                services[same].yaml_set_anchor(same, always_dump=True)
+                continue
+            for key in service:
+                if key in nested[name]:
+                    for inner in service[key]:
+                        if plain(service[key][inner]) != plain(template[key].get(inner)):
+                            new[key][inner] = service[key][inner]
+                            copy_comment(service[key], new[key], inner)
+                elif key not in shared or plain(service[key]) != plain(template[key]):
+                    new[key] = service[key]
+                    copy_comment(service, new, key)
+            services[name] = new
+        out.insert(list(out).index("services"), "x-app", shell)
+        out.yaml_set_comment_before_after_key(
+            "x-app",
+            before="what every container of the app image shares: `<<: *app` merges it in (YAML)",
+        )
 
     def merge_top(self, top: dict, layer: CommentedMap, folder: Path) -> None:
         """Merge one file's top-level volumes, secrets and networks into `top`, its secret files'
@@ -444,14 +550,17 @@ class Export:
             for match in re.finditer(REFERENCE, line):
                 seen.setdefault(match["name"], (match["default"], whys.get(match["name"], comment)))
         out = [
-            "# Settings of this deployment: copy to .env (docker compose reads it) and change what",
-            "# you need; each line shows the default and why it exists.",
+            "# Settings of this deployment: copy to .env (docker compose reads it) and uncomment",
+            "# what you change. Each line: the default, then why (Compose drops ` # ...`).",
+            "",
         ]
         for name in sorted(seen):
             default, why = seen[name]
             if name.endswith("_PUBLISH") and name not in OTHER_WHYS:
                 why = PUBLISH_WHY
-            out += ["", f"# {why or 'see compose.yaml'}", f"# {name}={default}"]
+            why = f"# {why or 'see compose.yaml'}"
+            # an empty value's why goes above it: Compose would read ` # ...` as the value
+            out += [f"# {name}={default}".ljust(40) + f" {why}"] if default else [why, f"# {name}="]
         return "\n".join(out) + "\n"
 
     def env_file_example(self) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -137,6 +138,17 @@ class Deployment:
             for s in ("nginx", "app")
         )
 
+    def nginx_said(self, since: float) -> str:
+        """nginx's own warnings and errors (upstream failures, reloads) since `since` (epoch
+        seconds): what a failed check shows beside its figure."""
+        out = docker(
+            *("service", "logs", "--raw", "--since", f"{since:.0f}", self.service("nginx")),
+            timeout=20,
+            check=False,
+        )
+        said = re.compile(r"\[(notice|warn|error|crit|alert|emerg)\] |^reresolve-upstreams: ")
+        return "\n".join([line for line in out.splitlines() if said.search(line)][-40:]) or "-"
+
 
 @pytest.fixture(scope="module")
 def swarm(images, leave_swarm_at_end) -> None:
@@ -204,6 +216,7 @@ def test_files_come_from_swarm_configs_and_tasks_by_dns(deployed):
 
 @pytest.mark.timed
 def test_scaling_up_and_down_fails_no_request(deployed, record):
+    began = time.time()  # nginx's log from here is shown beside a failure
     url = f"{deployed.url}/whoami"
     before = deployed.settled_slots()
     with Stream(url, clients=4, limit=240) as stream:
@@ -239,13 +252,14 @@ def test_scaling_up_and_down_fails_no_request(deployed, record):
         f"{settled - converged:.1f} s after scaling down"
     )
     record(SWARM, "scale 3 -> 5 -> 2", figure)
-    assert failed(results) == [], figure
+    assert not failed(results), f"{figure}\nnginx said:\n{deployed.nginx_said(began)}"
     served_after = {r.body["hostname"] for r in stream.since(settled) if isinstance(r.body, dict)}
     assert served_after == remaining, f"served by {served_after}, running {remaining}"
 
 
 @pytest.mark.timed
 def test_killed_task_fails_no_request_and_is_replaced(deployed, record):
+    began = time.time()  # nginx's log from here is shown beside a failure
     before = deployed.settled_hostnames()
     slot, killed = next(iter(deployed.slots().items()))
     victim = next(c for c in deployed.app_containers() if c.startswith(f"{slot}."))
@@ -266,12 +280,13 @@ def test_killed_task_fails_no_request_and_is_replaced(deployed, record):
     results = stream.stop()
     figure = f"{summary(results)}; replaced after {replaced_after:.1f} s"
     record(SWARM, "task killed", figure)
-    assert failed(results) == [], figure
+    assert not failed(results), f"{figure}\nnginx said:\n{deployed.nginx_said(began)}"
     assert deployed.app_hostnames() == before - {killed} | {replacement}
 
 
 @pytest.mark.timed
 def test_rolling_update_fails_no_request(deployed, record):
+    began = time.time()  # nginx's log from here is shown beside a failure
     service = deployed.service("app")
     spec = json.loads(docker("service", "inspect", service))[0]["Spec"]
     image = spec["TaskTemplate"]["ContainerSpec"]["Image"].split("@")[0]
@@ -289,7 +304,7 @@ def test_rolling_update_fails_no_request(deployed, record):
         docker("rmi", updated, check=False)
     figure = summary(results)
     record(SWARM, "rolling update", figure)
-    assert failed(results) == [], figure
+    assert not failed(results), f"{figure}\nnginx said:\n{deployed.nginx_said(began)}"
     after = deployed.app_hostnames()
     assert not after & before, f"tasks not replaced: {before} -> {after}"
     assert all(

@@ -1,14 +1,10 @@
 #!/usr/bin/env python3
-"""Container healthcheck: GET $HEALTH_PATH (default /healthz) from the app server itself,
-exit 0 only on a 2xx answer (a redirect is not healthy: it is not followed).
+"""Container healthcheck: GET $HEALTH_PATH (default /healthz) of the app server; exit 0 on 2xx.
 
-    healthcheck http://127.0.0.1:8000             an HTTP server (Gunicorn, flask run, nginx)
-    healthcheck uwsgi:///run/uwsgi/uwsgi.sock     uWSGI's binary protocol on a unix socket
-    healthcheck uwsgi://127.0.0.1:3031            uWSGI's binary protocol over TCP
+    healthcheck http://127.0.0.1:8000 | uwsgi:///run/uwsgi/uwsgi.sock | uwsgi://127.0.0.1:3031
 
-uWSGI behind nginx speaks only the uwsgi protocol, so curl cannot ask it; this packs the
-same request nginx's uwsgi_pass sends (https://uwsgi-docs.readthedocs.io/en/latest/Protocol.html).
-Standard library only: it runs with the image's Python, no extra package.
+uWSGI behind nginx speaks only the uwsgi protocol (no curl for it): this sends the request
+nginx's uwsgi_pass would (https://uwsgi-docs.readthedocs.io/en/latest/Protocol.html).
 """
 
 import os
@@ -24,7 +20,7 @@ PATH = os.environ.get("HEALTH_PATH") or "/healthz"
 
 
 def healthy(status_line: str) -> int:
-    """0 for a 2xx status line, else 1, saying which path answered what."""
+    """0 for a 2xx status line (a redirect is not followed: not healthy), else 1, saying why."""
     status = status_line.split(" ")[1:2]
     if status and status[0].startswith("2"):
         return 0
