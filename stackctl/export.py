@@ -652,6 +652,18 @@ Files:
   image by `static-folder.py`, so files inside an installed package are served too).
 {json_logs}{metrics}{services}"""
 
+    def drop_unused_snippets(self, outputs: dict[str, str | Path]) -> None:
+        """nginx's snippets folder is mounted whole: an export keeps only the snippets its
+        configs include (a uWSGI stack has no use for proxy-params.conf)."""
+        folder = self.files.get(ROOT / "shared/nginx/snippets")
+        if folder is None:
+            return
+        snippets = [name for name in outputs if name.startswith(f"{folder}/")]
+        others = "".join(text_of(outputs[n]) for n in outputs if n not in snippets)
+        for name in snippets:
+            if f"snippets/{Path(name).name}" not in others:
+                del outputs[name]
+
     def write(self, force: bool) -> list[str]:
         """Write the folder; returns the files written. Refuses to overwrite without force."""
         compose = self.compose()
@@ -696,6 +708,7 @@ Files:
                 outputs[inside] = generated[source]
             else:
                 outputs[inside] = source
+        self.drop_unused_snippets(outputs)
         if generated:
             outputs["docker/single-container.Dockerfile.dockerignore"] = (
                 "# the image's build context is this folder: send only what it copies\n*\n"
@@ -717,6 +730,10 @@ Files:
                 target.write_text(content)
         apps.ensure_secrets(self.dest / "secrets", self.app.secret_files)
         return sorted([*outputs, *(f"secrets/{name}" for name in self.app.secret_files)])
+
+
+def text_of(content: str | Path) -> str:
+    return content.read_text(errors="ignore") if isinstance(content, Path) else content
 
 
 def sent_by_build(folder: Path) -> list[Path]:

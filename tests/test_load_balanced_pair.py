@@ -60,7 +60,8 @@ def test_one_backend_stopped_mid_stream_no_request_fails(stack, base_url, record
     assert all(r.status == 200 for r in results), summary(results)
     after = {r.body["hostname"] for r in results if r.at > stopped}
     assert after == {names["app1"]}, after
-    assert max(r.seconds for r in results if r.at > stopped) < 3  # uwsgi_connect_timeout 1s
+    # one connect timeout (uwsgi_connect_timeout 1500ms) and the retry, with a busy machine's slack
+    assert max(r.seconds for r in results if r.at > stopped) < 4
 
 
 def test_restarted_backend_gets_traffic_again(stack, base_url, record):

@@ -1,14 +1,9 @@
 #!/usr/bin/env python3
-"""The release step, run by each stack's `release` service once per `up`, before the app
-servers start (they wait for it: `service_completed_successfully`):
+"""The release step: each stack's `release` service, once per `up`, before the app servers.
 
-1. APP_RELEASE_CMD, if set (e.g. `flask --app pkg db upgrade`), through `sh -c`, with the app
-   servers' image, data volume and secrets. A failure stops the `up`, with its output.
-2. APP_MODULE is loaded the way every server loads it (Gunicorn's own loader; uWSGI's
-   base.ini and `flask run` read the same variable), so a wrong name stops the `up` here with
-   what to fix, instead of app servers that never turn healthy.
-3. HEALTH_PATH is asked of the loaded app (through Werkzeug's test client, no server): a
-   path that does not answer 2xx stops the `up` here, naming the path and the status.
+1. APP_RELEASE_CMD, if set (e.g. `flask --app pkg db upgrade`), through `sh -c`.
+2. APP_MODULE loaded as every server loads it (Gunicorn's loader): a wrong name stops here.
+3. HEALTH_PATH asked of the loaded app (Werkzeug's test client): not 2xx stops here.
 """
 
 import os

@@ -3,20 +3,11 @@
 
     static-folder.py APP_STATIC DEST CONF
 
-Run while nginx's image is built (shared/nginx/Dockerfile, single-container.Dockerfile), in the
-app image, so that it finds the folder wherever the app has it:
-
-    flaskr/static     a folder of the project, relative to the app's folder (/app, the working
-                      directory), as the image has it: generated files included
-    pkg:static        a folder inside the package `pkg` (site-packages/pkg/static for an app
-                      installed from PyPI), found through Python's import system as the app
-                      servers find it (the app's folder first)
-    (empty)           the app serves /static/ itself: DEST is left empty, nginx passes it on
-
-CONF becomes nginx's /etc/nginx/static-files.conf (included by snippets/server-defaults.conf):
-`include snippets/static-files.conf;` when there is a folder to serve, else nothing, so that
-/static/ reaches the app. Symbolic links are followed (nginx gets the files, not links into the
-app image). A folder that is not there stops the build with what to fix and the folders found.
+Run in the app image while nginx's image is built (shared/nginx/Dockerfile). APP_STATIC is a
+folder of the project (`flaskr/static`, relative to /app), or `pkg:static` inside an installed
+package (found through Python's imports, as the servers find it), or empty: the app serves
+/static/ itself. CONF (nginx's /etc/nginx/static-files.conf) then includes
+snippets/static-files.conf, or nothing. A missing folder stops the build, naming those found.
 """
 
 import importlib.util
