@@ -26,6 +26,7 @@ from stackctl.stacks import (  # noqa: F401 (the tests read the stacks' facts fr
     ROOT,
     STACKS,
     app_server_of,
+    front_service,
     images_env,
     leave_swarm,
     nginx_in_front,
@@ -106,16 +107,10 @@ class Stack:
     env: dict[str, str]
     overlays: tuple[Path, ...] = ()  # compose files layered on top (e.g. shared/compose/tls.yaml)
 
-    @functools.cached_property
+    @property
     def front(self) -> str:
-        """The service clients talk to: nginx, or the only long-running service of the stack's
-        own compose file (flask-dev, single-container; overlays may add services beside it,
-        e.g. PostgreSQL)."""
-        if "nginx" in self.services():
-            return "nginx"
-        own = replace(self, overlays=()).services()  # the stack's own compose file alone
-        assert len(own) == 1, f"{self.name}: no nginx service and several services {own}"
-        return own[0]
+        """The service clients talk to (stackctl.stacks.front_service)."""
+        return front_service(self.name)
 
     @property
     def behind_nginx(self) -> bool:

@@ -10,6 +10,8 @@
     scripts/app.py overlays STACK  the compose files TLS, ACME, ALLOWED_IPS, LOG_FORMAT and METRICS
                                    (as set) add to STACK,
                                    one per line (make lint); exit 2 where one does not apply
+    scripts/app.py nginx STACK     the service nginx runs in (nginx, or single-container's app);
+                                   nothing for a stack without nginx (make lint)
     scripts/app.py diagnose STACK [-f overlay ...]
                                    after a failed `up`: why (the release step's output, each
                                    unhealthy container's last healthcheck answer)
@@ -79,25 +81,10 @@ def diagnose(app: apps.App, stack: str, overlays: list[str]) -> None:
             )
 
 
-def feature_overlays(stack: str, app: apps.App) -> list[Path]:
-    """TLS, ACME, ALLOWED_IPS, LOG_FORMAT and METRICS as make's variables set them (any value but
-    empty switches TLS, ACME and the allow-list on): their compose files for `stack`;
-    OverlayError says what works (LOG_FORMAT: as apps.from_settings read it into `app`)."""
-    metrics = os.environ.get("METRICS", "")
-    if metrics not in ("", "0", "1"):
-        raise stacks.OverlayError(f"METRICS='{metrics}' must be 1 (on) or 0 (off, the default)")
-    return stacks.feature_overlays(
-        stack,
-        tls=bool(os.environ.get("TLS")),
-        acme=bool(os.environ.get("ACME")),
-        allow_list=bool(os.environ.get("ALLOWED_IPS")),
-        json_logs=app.json_logs,
-        metrics=metrics == "1",
-    )
-
-
 def main(argv: list[str]) -> int:
-    if len(argv) < 2 or argv[1] not in ("env", "secrets", "diagnose", "export", "overlays"):
+    if len(argv) < 2 or argv[1] not in (
+        *("env", "secrets", "diagnose", "export", "overlays", "nginx"),
+    ):
         print(__doc__, file=sys.stderr)
         return 2
     try:
@@ -126,10 +113,17 @@ def main(argv: list[str]) -> int:
     if argv[1] == "diagnose":
         diagnose(app, argv[2], argv[3:])
         return 0
+    if argv[1] == "nginx":
+        stack = argv[2] if len(argv) > 2 else ""
+        if stack not in stacks.STACKS:
+            print(f"error: STACK={stack!r}: one of {', '.join(stacks.STACKS)}", file=sys.stderr)
+            return 2
+        print(stacks.nginx_runs_in(stack) or "")
+        return 0
     if argv[1] == "overlays":
         try:
-            files = feature_overlays(argv[2] if len(argv) > 2 else "", app)
-        except stacks.OverlayError as error:
+            files = apps.requested_overlays(argv[2] if len(argv) > 2 else "", os.environ)
+        except (stacks.OverlayError, apps.AppError) as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
         for path in files:
@@ -151,7 +145,7 @@ def main(argv: list[str]) -> int:
             f"-f {path.relative_to(apps.ROOT)}" for path in app.service_overlays()
         )
         try:
-            features = feature_overlays(argv[2], app)
+            features = apps.requested_overlays(argv[2], os.environ)
         except stacks.OverlayError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2

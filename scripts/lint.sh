@@ -46,16 +46,6 @@ nginx_check() {
   return "$rc"
 }
 
-has_nginx() {  # has_nginx <compose file> <service>: is nginx installed in that service's image?
-  # every image of the stack, in dependency order (single-container's is built on the app image)
-  docker compose -f "$1" -p "lint-probe-$$" build --quiet || return 1
-  docker compose -f "$1" -p "lint-probe-$$" run --rm --no-deps -T --entrypoint sh "$2" \
-    -c 'command -v nginx' >/dev/null 2>&1
-  local rc=$?
-  docker compose -f "$1" -p "lint-probe-$$" down --volumes >/dev/null 2>&1
-  return $rc
-}
-
 check "ruff check" $VENV/ruff check .
 check "ruff format" $VENV/ruff format --check .
 check "hadolint" $VENV/hadolint shared/docker/Dockerfile shared/docker/single-container.Dockerfile \
@@ -115,18 +105,14 @@ check "promtool test rules" promtool test rules alerts.test.yml
 export ALLOWED_IPS="10.0.0.0/8;2001:db8::/32"
 for file in stacks/*/compose.yaml; do
   stack=$(basename "$(dirname "$file")")
+  service=$(python3 scripts/app.py nginx "$stack") || { failed+=("which service runs nginx: $stack"); continue; }
+  [ -n "$service" ] || continue   # flask-dev: no nginx
+  name=$stack
+  [ "$service" = nginx ] || name="$stack ($service)"
   mapfile -t with_overlays < <(env TLS=1 LOG_FORMAT=json METRICS=1 python3 scripts/app.py overlays "$stack" 2>/dev/null)
-  # the long-running services (the one-shot `release` step serves nothing)
-  mapfile -t services < <(docker compose -f "$file" config --services | grep -vx release)
-  if printf '%s\n' "${services[@]}" | grep -qx nginx; then
-    check "nginx -t + gixy: $stack" nginx_check "$stack" nginx
-    GIXY_SKIPS=return_bypasses_allow_deny check "nginx -t + gixy: $stack, TLS + ALLOWED_IPS + LOG_FORMAT=json + METRICS" \
-      nginx_check "$stack" nginx "${with_overlays[@]}"
-  elif [ ${#services[@]} -eq 1 ] && has_nginx "$file" "${services[0]}"; then
-    check "nginx -t + gixy: $stack (${services[0]})" nginx_check "$stack" "${services[0]}"
-    GIXY_SKIPS=return_bypasses_allow_deny check "nginx -t + gixy: $stack (${services[0]}), TLS + ALLOWED_IPS + LOG_FORMAT=json + METRICS" \
-      nginx_check "$stack" "${services[0]}" "${with_overlays[@]}"
-  fi
+  check "nginx -t + gixy: $name" nginx_check "$stack" "$service"
+  GIXY_SKIPS=return_bypasses_allow_deny check "nginx -t + gixy: $name, TLS + ALLOWED_IPS + LOG_FORMAT=json + METRICS" \
+    nginx_check "$stack" "$service" "${with_overlays[@]}"
 done
 
 if [ ${#failed[@]} -gt 0 ]; then

@@ -197,7 +197,7 @@ ensure_tools() {
 ensure_venv() {
   local stamp=.venv/.requirements.sha
   local want
-  want=$(cat requirements-dev.txt shared/app/requirements*.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+  want=$(cat requirements-dev.txt shared/*/requirements*.txt pyproject.toml | sha256sum | cut -d' ' -f1)
   [ "$(cat "$stamp" 2>/dev/null)" = "$want" ] && return 0
   python3 -c 'import venv, ensurepip' 2>/dev/null || apt_install python3-venv
   log "creating .venv with the test dependencies and the harness package"

@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 from stackctl import apps
-from stackctl.stacks import ROOT, OverlayError, feature_overlays, images_env, leave_swarm
+from stackctl.stacks import ROOT, OverlayError, images_env, leave_swarm
 
 STACK_DIR = ROOT / "stacks" / os.environ.get("STACK", "load-balanced-pair")
 FILES = ["-f", str(STACK_DIR / "compose.yaml"), "-f", str(STACK_DIR / "compose.swarm.yaml")]
@@ -144,17 +144,19 @@ def to_stack_file(rendered: dict, stack: str) -> tuple[dict, set[str]]:
 
 def render(replicas: int, stack: str) -> tuple[dict, set[str]]:
     env = {**images_env(), "REPLICAS": str(replicas)}
-    # ALLOWED_IPS and LOG_FORMAT=json: their overlays, as `make up` adds them (the logs' for the
-    # replicated `app` too: compose.swarm.json-logs.yaml)
-    try:
-        json_logs = apps.log_format(os.environ) == "json"
-        overlays = feature_overlays(
-            STACK_DIR.name, allow_list=bool(os.environ.get("ALLOWED_IPS")), json_logs=json_logs
+    # ALLOWED_IPS and LOG_FORMAT=json: their overlays, as `make up` adds them, with their Swarm
+    # parts; the others have none, and are refused rather than left out unsaid
+    unsupported = [key for key in ("TLS", "ACME") if os.environ.get(key)]
+    unsupported += ["METRICS"] if os.environ.get("METRICS") == "1" else []
+    if unsupported:
+        raise SwarmError(
+            f"{', '.join(unsupported)}: not deployed to Swarm by swarm-up (its stack file has no "
+            "Swarm part for them); unset them, or use `make up` on one host (docs/swarm.md)"
         )
+    try:
+        overlays = apps.requested_overlays(STACK_DIR.name, os.environ, swarm=True)
     except (apps.AppError, OverlayError) as error:
         raise SwarmError(str(error)) from None
-    if json_logs:
-        overlays.append(STACK_DIR / "compose.swarm.json-logs.yaml")
     files = [*FILES, *(arg for path in overlays for arg in ("-f", str(path)))]
     rendered = json.loads(run("docker", "compose", *files, "config", "--format", "json", env=env))
     return to_stack_file(rendered, stack)
@@ -186,7 +188,10 @@ BUILT = ("flask-stacks/app:latest", "flask-stacks/nginx:latest")  # the images c
 def build_images(registry: str) -> dict[str, str]:
     """Build the app image and nginx's (the app's static files in it), tag each by content;
     with a registry, push them there. Returns image -> the reference the stack file uses."""
-    run("docker", "compose", "-f", str(STACK_DIR / "compose.yaml"), "build", env=images_env())
+    # LOG_FORMAT=json's package in the app image, as `make up` builds it (stackctl/apps.py)
+    features = apps.from_settings({"LOG_FORMAT": os.environ.get("LOG_FORMAT", "")})
+    env = {**images_env(), "APP_FEATURE_PACKAGES": features.feature_packages}
+    run("docker", "compose", "-f", str(STACK_DIR / "compose.yaml"), "build", env=env)
     refs = {}
     for latest in BUILT:
         image_id = run("docker", "image", "inspect", "--format", "{{.Id}}", latest)
@@ -234,8 +239,8 @@ def wait_converged(stack: str, port: int, timeout: float = WAIT_SECONDS) -> None
 def up(args) -> None:
     ensure_swarm()
     apps.ensure_secret_key(apps.SECRETS)  # the app's secret_key, a Swarm secret (made if missing)
+    stack_file, dropped = render(args.replicas, args.name)  # first: it checks the settings
     refs = build_images(os.environ.get("REGISTRY", ""))
-    stack_file, dropped = render(args.replicas, args.name)
     for service in stack_file["services"].values():  # the content-tagged (or pushed) images
         service["image"] = refs.get(service["image"], service["image"])
     STATE.mkdir(exist_ok=True)

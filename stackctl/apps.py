@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import NamedTuple
 
+from stackctl import stacks
+
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_APP = ROOT / "shared/app"
 DOCKERFILE = ROOT / "shared/docker/Dockerfile"
@@ -192,6 +194,20 @@ class App:
     worker: str = ""  # WORKER: the background worker's command
     worker_healthcheck: str = ""  # WORKER_HEALTHCHECK, or rq's own
     json_logs: bool = False  # LOG_FORMAT=json: the worker's part of it (the stack's: stacks.py)
+    metrics: bool = False  # METRICS=1: its package in the app image (its compose files: stacks.py)
+
+    @property
+    def feature_packages(self) -> str:
+        """The Python packages the features that are on add to the app image (each feature
+        folder's requirements.txt), for the Dockerfile's FEATURE_PACKAGES; none: empty."""
+        on = [("json-logs", self.json_logs), ("metrics", self.metrics)]
+        files = [ROOT / "shared" / folder / "requirements.txt" for folder, is_on in on if is_on]
+        return " ".join(
+            line.strip()
+            for path in files
+            for line in path.read_text().splitlines()
+            if line.strip() and not line.startswith("#")
+        )
 
     @property
     def services_on(self) -> list[Service]:
@@ -345,6 +361,7 @@ class App:
                 n for n in self.secret_names if n not in self.services_app_secrets
             ),
             "APP_IMAGE": self.image,
+            "APP_FEATURE_PACKAGES": self.feature_packages,
             "APP_NGINX_IMAGE": self.nginx_image,
             "SINGLE_CONTAINER_IMAGE": self.single_container_image,
             "SECRETS_DIR": str(self.secrets_dir),
@@ -479,7 +496,16 @@ def from_settings(env: Mapping[str, str] | None = None) -> App:
         worker=worker,
         worker_healthcheck=worker_healthcheck if worker else "",
         json_logs=log_format(env) == "json",
+        metrics=metrics_on(env),
     )
+
+
+def metrics_on(env: Mapping[str, str]) -> bool:
+    """METRICS: 1 (on) or 0 / empty (off); anything else is refused."""
+    value = env.get("METRICS", "")
+    if value not in ("", "0", "1"):
+        raise AppError(f"METRICS='{value}' must be 1 (on) or 0 (off, the default)")
+    return value == "1"
 
 
 def log_format(env: Mapping[str, str]) -> str:
@@ -488,6 +514,31 @@ def log_format(env: Mapping[str, str]) -> str:
     if value not in ("text", "json"):
         raise AppError(f"LOG_FORMAT={value!r} must be text (the default) or json")
     return value
+
+
+def requested_overlays(stack: str, env: Mapping[str, str], *, swarm: bool = False) -> list[Path]:
+    """The compose files make's variables switch on for `stack` (TLS, ACME, ALLOWED_IPS,
+    LOG_FORMAT, METRICS; any value but empty switches TLS, ACME and the allow-list on), read here
+    for `make up`, `make lint` and `make swarm-up` alike. Under Swarm, each file's Swarm part
+    follows it where the stack has one (compose.swarm.<feature>.yaml: the replicated `app`).
+    OverlayError / AppError say what to fix."""
+    files = stacks.feature_overlays(
+        stack,
+        tls=bool(env.get("TLS")),
+        acme=bool(env.get("ACME")),
+        allow_list=bool(env.get("ALLOWED_IPS")),
+        json_logs=log_format(env) == "json",
+        metrics=metrics_on(env),
+    )
+    if not swarm:
+        return files
+    twins = [f.with_name(f.name.replace("compose.", "compose.swarm.", 1)) for f in files]
+    return [
+        one
+        for file, twin in zip(files, twins, strict=True)
+        for one in (file, twin)
+        if one is file or (file.name.startswith("compose.") and twin.exists())
+    ]
 
 
 def read_env_file(

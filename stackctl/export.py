@@ -12,6 +12,7 @@ rewritten to the copy: nginx/, uwsgi/ or gunicorn/, docker/. The app's folder st
 from __future__ import annotations
 
 import copy
+import dataclasses
 import io
 import json
 import os
@@ -774,7 +775,8 @@ def export(
 ) -> Export:
     """Check the request, then write DEST; ExportError / apps.AppError say what to fix.
     `allowed_ips` (ALLOWED_IPS): the allow-list overlay, with it as the default list."""
-    app = apps.from_settings(env)
+    # METRICS as the export's flag says (its package goes into the image with its files)
+    app = dataclasses.replace(apps.from_settings(env), metrics=metrics)
     if re.search(r"[${}\s\\]", allowed_ips.replace(" ", "")):
         raise ExportError(
             f"ALLOWED_IPS={allowed_ips!r}: only addresses and CIDRs separated by ';', "

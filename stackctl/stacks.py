@@ -16,8 +16,7 @@ STACKS = sorted(p.parent.name for p in ROOT.glob("stacks/*/compose.yaml"))
 
 def nginx_service(stack: str) -> bool:
     """Whether the stack runs nginx as a service of its own (apart from the app server)."""
-    compose = (ROOT / "stacks" / stack / "compose.yaml").read_text()
-    return bool(re.search(r"^  nginx:", compose, flags=re.MULTILINE))
+    return "nginx" in own_services(stack)
 
 
 def nginx_in_front(stack: str) -> bool:
@@ -32,6 +31,29 @@ def nginx_in_front(stack: str) -> bool:
         return False
     recipe = ROOT / dockerfile[1]  # relative to the context, the repository root
     return recipe.is_file() and "/etc/nginx/" in recipe.read_text()
+
+
+def own_services(stack: str) -> list[str]:
+    """The services a stack's compose.yaml defines itself (not those of the files it includes)."""
+    compose = (ROOT / "stacks" / stack / "compose.yaml").read_text()
+    block = re.search(r"^services:\n(.*?)(?=^\S|\Z)", compose, flags=re.MULTILINE | re.DOTALL)
+    return re.findall(r"^  ([A-Za-z0-9_.-]+):", block[1] if block else "", flags=re.MULTILINE)
+
+
+def front_service(stack: str) -> str:
+    """The service the stack's clients talk to: nginx, or the stack's one service (flask-dev's
+    development server, single-container's nginx and uWSGI in one)."""
+    if nginx_service(stack):
+        return "nginx"
+    own = own_services(stack)
+    if len(own) != 1:
+        raise ValueError(f"{stack}: no nginx service and not one service but {own}")
+    return own[0]
+
+
+def nginx_runs_in(stack: str) -> str | None:
+    """The service nginx runs in (its own, or single-container's one), None without nginx."""
+    return front_service(stack) if nginx_in_front(stack) else None
 
 
 def app_server_of(stack: str) -> str:

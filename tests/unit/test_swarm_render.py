@@ -10,6 +10,7 @@ import os
 import pytest
 
 from harness.compose import ROOT
+from stackctl import apps
 
 spec = importlib.util.spec_from_file_location("swarm", ROOT / "scripts/swarm.py")
 swarm = importlib.util.module_from_spec(spec)
@@ -120,3 +121,29 @@ def test_the_null_settings_file_is_left_out():
     nginx = out["services"]["nginx"]
     targets = [m["target"] for m in nginx.get("volumes", []) + nginx.get("configs", [])]
     assert "/opt/flask-stacks/app.env" not in targets and targets, targets
+
+
+def test_features_without_a_swarm_part_are_refused(monkeypatch):
+    """TLS, ACME and METRICS have no Swarm part: swarm-up says so instead of leaving them out."""
+    monkeypatch.setattr(swarm, "STACK_DIR", ROOT / "stacks/load-balanced-pair")
+    for key, value in (("TLS", "1"), ("ACME", "1"), ("METRICS", "1")):
+        monkeypatch.setenv(key, value)
+        with pytest.raises(swarm.SwarmError, match=f"{key}: not deployed to Swarm"):
+            swarm.render(2, "demo")
+        monkeypatch.delenv(key)
+
+
+def test_a_feature_brings_its_swarm_part_after_it():
+    """LOG_FORMAT=json on the pair: its compose file, then its Swarm part (the replicated app);
+    the allow-list has none (nginx is the same service under Swarm)."""
+    env = {"LOG_FORMAT": "json", "ALLOWED_IPS": "10.0.0.0/8"}
+    files = [p.relative_to(ROOT).as_posix() for p in
+             apps.requested_overlays("load-balanced-pair", env, swarm=True)]  # fmt: skip
+    assert files == [
+        "shared/compose/allow-list.yaml",
+        "stacks/load-balanced-pair/compose.json-logs.yaml",
+        "stacks/load-balanced-pair/compose.swarm.json-logs.yaml",
+    ]
+    assert "compose.swarm.json-logs.yaml" not in str(
+        apps.requested_overlays("load-balanced-pair", env)
+    )
