@@ -170,14 +170,21 @@ class Stack:
         return self.compose("exec", "-T", service, "sh", "-c", "true", check=False).returncode == 0
 
     def processes(self, service: str) -> list[dict[str, str]]:
-        """Every process of the service's container: its /proc/<pid>/status fields (Name, Uid,
-        CapEff, CapPrm, NoNewPrivs...). An image without a shell is read from a throwaway
-        container in its PID namespace (the app's image, no privileges), whose own processes,
-        entering from outside, have parent 0 and are left out."""
-        # exec: cat itself (parent 0 when it runs in the other container's namespace). A process
-        # that ends between the glob and its read (a healthcheck's) is gone: cat's exit 1 for it
-        # is no error, an empty answer is
-        script = "exec cat /proc/[0-9]*/status 2>/dev/null"
+        """Every process of the service's container: its /proc/<pid>/status fields (Name, Pid,
+        PPid, Uid, CapEff, CapPrm, NoNewPrivs...), its command line (Cmdline) and its own memory
+        (Pss_Anon, Pss before Linux 5.8: the proportional share of its anonymous pages, which only
+        a master and its forked workers share; not all of Pss, whose file pages, the interpreter
+        and libraries, are shared with every container of the image and moved when another stack
+        started or stopped). An image without a shell is read from a throwaway container in its
+        PID namespace (the app's image, no privileges: status and command lines only)."""
+        # the glob is expanded once, before the loop starts anything: the shell itself (parent 0,
+        # it enters from outside) is left out below, and a process that ends meanwhile (a
+        # healthcheck's) is skipped
+        script = (
+            "for d in /proc/[0-9]*; do s=$(cat $d/status 2>/dev/null) || continue; "
+            "printf '@@proc\\n%s\\nCmdline:\\t%s\\n' \"$s\" \"$(tr '\\0' ' ' <$d/cmdline)\"; "
+            "grep -E '^Pss(_Anon)?:' $d/smaps_rollup 2>/dev/null; done"
+        )
         if self.has_shell(service):
             status = self.exec(service, "sh", "-c", script, check=False)
         else:
@@ -188,13 +195,14 @@ class Stack:
                  "--user=65534", "--cap-drop=ALL", "--entrypoint=sh", image, "-c", script],
                 capture_output=True, text=True, check=False, timeout=60,
             ).stdout  # fmt: skip
-        if "Name:" not in status:
-            raise StackError(f"{self.name}/{service}: no process status could be read")
         blocks = [
-            dict(re.findall(r"^(\w+):\s*(.*)$", "Name:" + block, flags=re.MULTILINE))
-            for block in status.split("Name:")[1:]
+            dict(re.findall(r"^(\w+):\s*(.*?)\s*$", block, flags=re.MULTILINE))
+            for block in status.split("@@proc\n")[1:]
         ]
-        return [fields for fields in blocks if fields.get("Pid") == "1" or fields["PPid"] != "0"]
+        blocks = [fields for fields in blocks if "Pid" in fields]
+        if not blocks:
+            raise StackError(f"{self.name}/{service}: no process status could be read")
+        return [fields for fields in blocks if fields["Pid"] == "1" or fields["PPid"] != "0"]
 
     def logs(self, *services: str, since: float | None = None, stderr: bool = True) -> str:
         """Logs of the services (all when none given), stdout and stderr, restarting ones too:

@@ -18,28 +18,6 @@ from dataclasses import dataclass
 from harness.compose import ROOT, Stack
 from harness.traffic import POLL
 
-# Every process in the container: pid, parent, command line, and its own memory in KiB: the
-# proportional share of its anonymous pages (Pss_Anon; Pss before Linux 5.8), which only the
-# master and its forked workers share. Not Pss: file pages (the interpreter, libraries) are
-# shared with every container of the same image, so their share moved when another stack
-# started or stopped (-4.6 MiB for 4 workers between two samples, 3 xdist workers).
-PROCESSES = """
-import json, os
-out = []
-for pid in filter(str.isdigit, os.listdir("/proc")):
-    try:
-        cmd = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\\0", b" ").decode().strip()
-        ppid = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
-        fields = dict(line.split()[:2] for line in open(f"/proc/{pid}/smaps_rollup")
-                      if line[:1].isupper())
-    except OSError:
-        continue
-    kib = int(fields.get("Pss_Anon:", fields.get("Pss:", 0)))
-    out.append({"pid": int(pid), "ppid": ppid, "cmd": cmd, "own_kib": kib})
-print(json.dumps(out))
-"""
-
-
 # Connections the given processes hold that were accepted on a listening socket of the
 # container: TCP ESTABLISHED on a port something listens on, unix sockets connected on a
 # listening socket's path, and sockets listed in none of the container's tables (a unix socket
@@ -113,7 +91,17 @@ def setting(program: str, name: str | dict[str, str]) -> int:
 
 
 def processes(stack: Stack, service: str) -> list[dict]:
-    return json.loads(stack.exec(service, "python", "-c", PROCESSES))
+    """The container's processes (Stack.processes) as pid, parent, command line and own memory
+    in KiB (Pss_Anon: Stack.processes says why)."""
+    return [
+        {
+            "pid": int(fields["Pid"]),
+            "ppid": int(fields["PPid"]),
+            "cmd": fields.get("Cmdline", ""),
+            "own_kib": int((fields.get("Pss_Anon") or fields.get("Pss") or "0").split()[0]),
+        }
+        for fields in stack.processes(service)
+    ]
 
 
 def app_server(stack: Stack, service: str) -> AppServer:
@@ -189,7 +177,7 @@ def kill_master(stack: Stack, service: str) -> None:
 
 def memory_mib(stack: Stack, service: str) -> float:
     """The app server's own memory: the anonymous PSS of the master and its workers (pages they
-    share counted once; PROCESSES says why not all of PSS), the median of 3 samples 0.5 s
+    share counted once; Stack.processes says why not all of PSS), the median of 3 samples 0.5 s
     apart: a worker being recycled inflates one sample by ~30%."""
     samples = []
     for _ in range(3):
