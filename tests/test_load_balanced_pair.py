@@ -68,7 +68,10 @@ def test_restarted_backend_gets_traffic_again(stack, base_url, record):
     both_in_rotation(stack, base_url)
     stack.compose("stop", "app2", timeout=60)  # the starting point: app2 down
     try:
-        with Stream(base_url + "/whoami", clients=2, limit=60) as stream:
+        # uWSGI binds its socket before it loads the app: a request nginx sends app2 meanwhile
+        # waits in the backlog for as long as the load takes on a busy machine (5 s was seen).
+        # The clients wait as nginx does (35 s): a slow start is latency, a failure nginx's answer
+        with Stream(base_url + "/whoami", clients=2, limit=60, timeout=40) as stream:
             started, since = time.monotonic(), time.time()
             stack.compose("start", "app2", timeout=60)
             app2 = hostnames(stack)["app2"]
