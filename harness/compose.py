@@ -107,7 +107,7 @@ class Stack:
     env: dict[str, str]
     overlays: tuple[Path, ...] = ()  # compose files layered on top (e.g. shared/compose/tls.yaml)
 
-    @property
+    @functools.cached_property
     def front(self) -> str:
         """The service clients talk to (stackctl.stacks.front_service)."""
         return front_service(self.name)

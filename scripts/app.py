@@ -81,10 +81,11 @@ def diagnose(app: apps.App, stack: str, overlays: list[str]) -> None:
             )
 
 
+COMMANDS = ("env", "secrets", "diagnose", "export", "overlays", "nginx")
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) < 2 or argv[1] not in (
-        *("env", "secrets", "diagnose", "export", "overlays", "nginx"),
-    ):
+    if len(argv) < 2 or argv[1] not in COMMANDS:
         print(__doc__, file=sys.stderr)
         return 2
     try:

@@ -146,14 +146,14 @@ def render(replicas: int, stack: str) -> tuple[dict, set[str]]:
     env = {**images_env(), "REPLICAS": str(replicas)}
     # ALLOWED_IPS and LOG_FORMAT=json: their overlays, as `make up` adds them, with their Swarm
     # parts; the others have none, and are refused rather than left out unsaid
-    unsupported = [key for key in ("TLS", "ACME") if os.environ.get(key)]
-    unsupported += ["METRICS"] if os.environ.get("METRICS") == "1" else []
-    if unsupported:
-        raise SwarmError(
-            f"{', '.join(unsupported)}: not deployed to Swarm by swarm-up (its stack file has no "
-            "Swarm part for them); unset them, or use `make up` on one host (docs/swarm.md)"
-        )
     try:
+        unsupported = [key for key in ("TLS", "ACME") if os.environ.get(key)]
+        unsupported += ["METRICS"] if apps.metrics_on(os.environ) else []
+        if unsupported:
+            raise SwarmError(
+                f"{', '.join(unsupported)}: not deployed to Swarm by swarm-up (its stack file has "
+                "no Swarm part for them); unset them, or use `make up` on one host (docs/swarm.md)"
+            )
         overlays = apps.requested_overlays(STACK_DIR.name, os.environ, swarm=True)
     except (apps.AppError, OverlayError) as error:
         raise SwarmError(str(error)) from None

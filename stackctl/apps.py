@@ -532,13 +532,11 @@ def requested_overlays(stack: str, env: Mapping[str, str], *, swarm: bool = Fals
     )
     if not swarm:
         return files
-    twins = [f.with_name(f.name.replace("compose.", "compose.swarm.", 1)) for f in files]
-    return [
-        one
-        for file, twin in zip(files, twins, strict=True)
-        for one in (file, twin)
-        if one is file or (file.name.startswith("compose.") and twin.exists())
-    ]
+    with_twins = []
+    for file in files:
+        twin = file.with_name(file.name.replace("compose.", "compose.swarm.", 1))
+        with_twins += [file, twin] if file.name.startswith("compose.") and twin.exists() else [file]
+    return with_twins
 
 
 def read_env_file(

@@ -436,8 +436,9 @@ class Export:
         loaded = YAML().load(skeleton)
         shell = loaded["x-app"]
         for key in shared:
-            fill(shell[key], template[key]) if key in anchored else None
-            if key not in anchored:
+            if key in anchored:
+                fill(shell[key], template[key])  # the mapping the services' merges refer to
+            else:
                 shell[key] = template[key]
             copy_comment(template, shell, key)
         written: dict[str, str] = {}  # a service's data -> the first name it was written under
