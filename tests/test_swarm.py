@@ -26,17 +26,25 @@ REPLICAS = 3
 SWARM = "load-balanced-pair (Swarm)"  # its name in the failure-behaviour table
 
 
-def docker(*args: str, timeout: float = 120, check: bool = True) -> str:
+def docker(*args: str, timeout: float = 120, check: bool = True, stderr_too: bool = False) -> str:
+    """docker's output; with stderr_too, its error stream in it (`service logs` writes a
+    task's stderr there: nginx's error log)."""
     try:
         result = subprocess.run(
-            ["docker", *args], capture_output=True, text=True, timeout=timeout, check=False
+            ["docker", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT if stderr_too else subprocess.PIPE,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
     except subprocess.TimeoutExpired:
         if check:
             raise
         return f"(docker {args[0]} {args[1]} timed out)"
     if check and result.returncode:
-        raise AssertionError(f"docker {' '.join(args)}: {result.stderr.strip()[-2000:]}")
+        said = (result.stderr or result.stdout).strip()
+        raise AssertionError(f"docker {' '.join(args)}: {said[-2000:]}")
     return result.stdout
 
 
@@ -134,6 +142,7 @@ class Deployment:
                 self.service(s),
                 timeout=20,
                 check=False,
+                stderr_too=True,
             )
             for s in ("nginx", "app")
         )
@@ -145,6 +154,7 @@ class Deployment:
             *("service", "logs", "--raw", "--since", f"{since:.0f}", self.service("nginx")),
             timeout=20,
             check=False,
+            stderr_too=True,  # nginx's error log and the watcher write to stderr
         )
         said = re.compile(r"\[(notice|warn|error|crit|alert|emerg)\] |^reresolve-upstreams: ")
         return "\n".join([line for line in out.splitlines() if said.search(line)][-40:]) or "-"
