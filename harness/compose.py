@@ -500,24 +500,27 @@ def build_images(names: list[str] | None = None, settings: dict | None = None) -
         **(settings or {}),
     }
     built: list[str] = []
-    for name in names or STACKS:
-        stack = Stack(name, ROOT / "stacks" / name / "compose.yaml", f"fs-build-{name}", env)
-        config = json.loads(stack.compose("config", "--format", "json").stdout)
-        images = {
-            spec.get("image", f"{name}-{service}")
-            for service, spec in config["services"].items()
-            if "build" in spec
-        }
-        if images <= set(built):
-            continue
-        # all of the stack's images at once: compose builds them in dependency order (the
-        # single-container image is built on the app image that its `release` service builds);
-        # a build takes both cores, so no timed check runs beside it
-        with machine_load.exclusive(f"building {name}'s images"):
+    # a build takes both cores, so no timed check runs beside it: one hold for all of them (a
+    # hold waits for every running timed check to end, and a cached build takes a second)
+    with machine_load.exclusive(f"building the images of {', '.join(names or STACKS)}"):
+        for name in names or STACKS:
+            stack = Stack(name, ROOT / "stacks" / name / "compose.yaml", f"fs-build-{name}", env)
+            config = json.loads(stack.compose("config", "--format", "json").stdout)
+            images = {
+                spec.get("image", f"{name}-{service}")
+                for service, spec in config["services"].items()
+                if "build" in spec
+            }
+            if images <= set(built):
+                continue
+            # all of the stack's images at once: compose builds them in dependency order (the
+            # single-container image is built on the app image that its `release` service builds)
             result = stack.compose("build", check=False, timeout=UP_TIMEOUT)
-        if result.returncode:
-            raise StackError(f"{name}: building {sorted(images)} failed:\n{result.stderr[-5000:]}")
-        built.extend(sorted(images - set(built)))
+            if result.returncode:
+                raise StackError(
+                    f"{name}: building {sorted(images)} failed:\n{result.stderr[-5000:]}"
+                )
+            built.extend(sorted(images - set(built)))
     return built
 
 

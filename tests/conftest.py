@@ -12,6 +12,7 @@ must leave behind (no swarm, no temporary app image, no unexpected skip).
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import re
 import subprocess
@@ -81,11 +82,18 @@ def docker() -> None:
 @pytest.fixture(scope="session")
 def images(docker, tmp_path_factory) -> list[str]:
     """The stacks' images, built once per run before any stack starts: under xdist the first
-    worker builds while the others wait on a lock, then find them in Docker's build cache."""
-    shared = tmp_path_factory.getbasetemp().parent  # one folder for every worker of the run
+    worker builds while the others wait on a lock, then read what it built (asking the build
+    cache again would take the machine's load lock per stack, behind the others' checks)."""
+    # this run's folder: under xdist the workers' base folders are inside it; without xdist the
+    # base folder's parent holds every run's (an older run's list would skip this run's build)
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    built = shared / "images.json"
     with open(shared / "images.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        return build_images()
+        if not built.exists():
+            built.write_text(json.dumps(build_images()))
+        return json.loads(built.read_text())
 
 
 # the app's /fault/* routes (a stuck or leaking worker, for test_failures.py): tests only
