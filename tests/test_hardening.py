@@ -232,21 +232,28 @@ def test_bad_input_gets_a_clear_status_and_harms_nothing(stack, base_url, probe)
 # --- ALLOWED_IPS -----------------------------------------------------------------------------
 
 
-@behind_nginx
+# the allow-list overlay, one nginx snippet switched on where nginx runs: in a service of its own
+# (every split stack: the same overlay file) and inside single-container's one container
+allow_list_stacks = pytest.mark.stacks("nginx-uwsgi-socket", "single-container")
+
+
+@allow_list_stacks
 def test_allow_list_admits_listed_clients_only(stack, base_url):
     client = requests.get(base_url + "/whoami", timeout=10).json()["client"]  # as nginx sees us
-    # a list without us: 403, while the container's own healthcheck still passes (--wait)
-    assert recreate_allow_list(stack, "192.0.2.1;2001:db8::/32").returncode == 0
+    # a list without us: 403, while the container's own healthcheck still passes (--wait); a
+    # trailing ; is fine
+    assert recreate_allow_list(stack, "192.0.2.1;2001:db8::/32;").returncode == 0
     denied = requests.get(stack.base_url() + "/", timeout=10)
     assert denied.status_code == 403, f"{stack.name}: unlisted client -> {denied.status_code}"
     assert denied.headers["X-Frame-Options"] == "DENY"
-    # a list with us: 200
-    assert recreate_allow_list(stack, f"192.0.2.1;{client}/32").returncode == 0
-    allowed = requests.get(stack.base_url() + "/", timeout=10)
-    assert allowed.status_code == 200, f"{stack.name}: listed client -> {allowed.status_code}"
+    # a list with us, as a prefix and as a bare address: 200
+    for listed in (f"192.0.2.1;{client}/32", f"192.0.2.1;{client}"):
+        assert recreate_allow_list(stack, listed).returncode == 0
+        allowed = requests.get(stack.base_url() + "/", timeout=10)
+        assert allowed.status_code == 200, f"{stack.name}: {listed} -> {allowed.status_code}"
 
 
-@behind_nginx
+@allow_list_stacks
 def test_allow_list_injection_refuses_to_start(stack):
     bad = "1.2.3.4; } server { listen 81;"
     recreate_allow_list(stack, bad, wait=False)

@@ -1,7 +1,7 @@
 """single-container: one image, one process tree (tini -> entrypoint.sh -> uWSGI master ->
-workers + nginx); ALLOWED_IPS validated, ALLOWED refused; a dead process never leaves a
-half-alive container; a new connection per request at a fixed rate gets no 5xx. Graceful stop
-and ALLOWED_IPS are checked by test_hardening.py too.
+workers + nginx); ALLOWED refused; a dead process never leaves a half-alive container; a new
+connection per request at a fixed rate gets no 5xx. Graceful stop and ALLOWED_IPS are checked
+by test_hardening.py.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import pytest
 import requests
 
 from harness import faults
-from harness.compose import recreate_allow_list
 from harness.traffic import wait_for
 from harness.wrk import wrk
 
@@ -105,21 +104,6 @@ def test_plain_docker_run_works(stack):
         assert response.text == "Hello from flask-stacks!\n"
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
-
-
-def test_allowed_admits_listed_clients_only(stack, base_url):
-    client = requests.get(base_url + "/whoami", timeout=10).json()["client"]
-    assert recreate_allow_list(stack, "192.0.2.1;").returncode == 0  # a trailing ; is fine
-    assert requests.get(stack.base_url() + "/", timeout=10).status_code == 403
-    assert recreate_allow_list(stack, f"192.0.2.1;{client}").returncode == 0
-    assert requests.get(stack.base_url() + "/", timeout=10).status_code == 200
-
-
-def test_allowed_injection_is_refused(stack):
-    recreate_allow_list(stack, "1.2.3.4; } server { listen 81;", wait=False)
-    stack.wait_refused("app")
-    stack.wait_for_log("app", "ALLOWED_IPS entry '} server { listen 81'", timeout=20)
-    assert recreate_allow_list(stack, None).returncode == 0
 
 
 def test_allowed_its_older_name_stops_the_container_rather_than_open_it(stack):

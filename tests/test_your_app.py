@@ -8,9 +8,10 @@ this project did not write, and on yours.
   their users ship them (a folder holding only a requirements.txt and a settings file),
   `ihatemoney` (Flask, templates and static files inside its package, migrations, a REST API)
   and `radicale` (a CalDAV server, WSGI but not Flask, its users in an htpasswd secret, its
-  JavaScript served by itself). Each is served with `APP=<its folder>` on every stack with
-  nginx in front (httpbin: one), and exported with `make export` to a folder outside the
-  repository, brought up there with plain `docker compose`.
+  JavaScript served by itself). Each is served with `APP=<its folder>`: ihatemoney and radicale
+  on every stack with nginx in front, flaskr through make on the socket stack, and all but
+  flaskr exported with `make export` to a folder outside the repository, brought up there with
+  plain `docker compose` (.ci/run serves httpbin through `make test APP=...` too).
 - Yours: `make test STACK=<stack> APP=path APP_MODULE=...` runs the checks that need no
   knowledge of the app (health, static files through nginx, hardening, secrets, data that
   survives a stop, graceful stop) against it instead (conftest.py: `--app`).
@@ -71,7 +72,8 @@ class RealApp:
     folder: str  # inside the unpacked sdist, or the user's folder's name (installed)
     settings: dict[str, str] = field(default_factory=dict)
     static_file: str = ""  # a file in APP_STATIC that nginx must serve
-    stacks: tuple[str, ...] = tuple(NGINX_STACKS)  # served on these (and exported with one)
+    stacks: tuple[str, ...] = tuple(NGINX_STACKS)  # served on these
+    exported: bool = True  # and from make export's folder (EXPORTED_STACK)
     installed: bool = False
     files: tuple[str, ...] = ()  # of tests/real-apps/, copied into the user's folder
     env: str = ""  # the APP_ENV file's lines
@@ -104,9 +106,10 @@ REAL_APPS = {
             "APP_RELEASE_CMD": FLASKR_CONFIG,
         },
         static_file="style.css",
-        # through make on the socket stack (its own flow, `make run` init-db, up/down/purge) and
-        # exported: ihatemoney is the real Flask app on every nginx stack
+        # through make on the socket stack (its own flow, `make run` init-db, up/down/purge):
+        # ihatemoney is the real Flask app on every nginx stack and exported
         stacks=("nginx-uwsgi-socket",),
+        exported=False,
     ),
     "httpbin": RealApp(
         pins="httpbin.txt",
@@ -119,10 +122,10 @@ REAL_APPS = {
         },
         static_file="favicon.ico",
         # its own checks (absolute redirects, cookies, the request id) are about what reaches
-        # the app: the uwsgi params here (the pair and single-container include the same
-        # snippet), the proxy headers in the export's Gunicorn stack; .ci/run serves it on the
-        # socket stack too, through `make test APP=...`
-        stacks=("nginx-uwsgi-tcp",),
+        # the app: the proxy headers in the export's Gunicorn stack here; the uwsgi params
+        # (every uWSGI stack includes the same snippet) where .ci/run serves it on the socket
+        # stack, through `make test APP=...`
+        stacks=(),
     ),
     # its settings: a Python file named by its own variable (APP_ENV), which reads the secret
     # from its file; migrations run when the app is made (the release step runs them first)
@@ -206,7 +209,7 @@ def targets() -> list[str]:
             for name, app in REAL_APPS.items()
             for stack in app.stacks
         ),
-        *(f"{name}@export:{EXPORTED_STACK}" for name in REAL_APPS),
+        *(f"{name}@export:{EXPORTED_STACK}" for name, app in REAL_APPS.items() if app.exported),
     ]
 
 
