@@ -41,6 +41,8 @@ echo "reresolve-upstreams: watching ${hosts}every ${interval} s" >&2
         now=$(addresses) || continue
         [ "$now" != "$last" ] || continue
         echo "reresolve-upstreams: addresses changed, reloading nginx: $(echo "$now" | tr '\n' ';')" >&2
-        nginx -s reload && last=$now
+        # a reload whose config fails to load (a name nginx cannot resolve at that moment) keeps
+        # the old addresses without a word to us: reload once `nginx -t` passes, else next round
+        nginx -t -q && nginx -s reload && last=$now
     done
 ) &

@@ -49,7 +49,11 @@ def run(tmp_path: Path, config: str, answers: list[str], **env: str) -> subproce
     tool(
         bin_dir,
         "nginx",
-        f'case "$1" in -T) cat {tmp_path}/config ;; -s) echo "nginx -s $2" ;; esac\n',
+        f'case "$1" in -T) cat {tmp_path}/config ;; -s) echo "nginx -s $2" ;;\n'
+        # -t fails once when told to (a name nginx itself could not resolve)
+        f"-t) [ ! -e {tmp_path}/t-fails ] || "
+        f"{{ rm {tmp_path}/t-fails; echo emerg >&2; exit 1; }} ;;\n"
+        "esac\n",
     )
     # getent ahosts <host>: the current answer, from the line the check counter points at
     tool(
@@ -86,6 +90,15 @@ def test_reloads_when_an_address_changes_and_not_otherwise(tmp_path):
     result = run(tmp_path, CONFIG, ["172.18.0.2", "172.18.0.2", "172.18.0.9", "172.18.0.9"])
     assert result.stdout.count("nginx -s reload") == 1, result.stdout
     assert "addresses changed" in result.stderr
+
+
+def test_a_config_that_fails_to_load_is_reloaded_next_round(tmp_path):
+    # nginx -t fails at the first change (a name nginx could not resolve then): no reload; the
+    # next round, with the same new address, reloads
+    (tmp_path / "t-fails").touch()
+    result = run(tmp_path, CONFIG, ["172.18.0.2", "172.18.0.9", "172.18.0.9"])
+    assert result.stdout.count("nginx -s reload") == 1, result.stdout
+    assert result.stderr.count("addresses changed") == 2 and "emerg" in result.stderr
 
 
 def test_keeps_nginx_addresses_while_a_name_does_not_resolve(tmp_path):
