@@ -431,6 +431,24 @@ def run_once(target: Target, command: str) -> str:
 # --- any app -------------------------------------------------------------------------------
 
 
+def app_targets() -> list[str]:
+    """One target per real app, its export where it has one (the copy users run), else its
+    first: where the checks of what its image holds, of its processes and of what nginx refuses
+    before any app run (the same files on every stack, whose own are the demo's checks in
+    test_stacks.py and test_hardening.py); yours: every target (`--stack` picks one)."""
+    if your_app():
+        return targets()
+    chosen: dict[str, str] = {}
+    for target in targets():
+        name = target.split("@", 1)[0]
+        if name not in chosen or "@export:" in target:
+            chosen[name] = target
+    return list(chosen.values())
+
+
+once_per_app = pytest.mark.parametrize("target", app_targets(), indirect=True)
+
+
 FINGERPRINTED = re.compile(r"[.-][0-9a-f]{8,}\.[A-Za-z0-9]+$")  # static-files.conf's
 # the sha256 of a file of APP_STATIC's folder as the app's image has it (a folder of the
 # project, or `package:folder` found through the import system from the app's folder)
@@ -472,6 +490,7 @@ def test_health_path_and_static_file_through_nginx(target: Target):
     assert static.headers.get("Cache-Control") == cache, static.headers
 
 
+@once_per_app
 def test_nginx_refuses_hostile_input_before_the_app(target: Target):
     """What nginx refuses itself (harness.traffic.NGINX_REFUSALS: a request line that is not
     HTTP, a 64 KiB URI, a 17 KB cookie, a body over 10 MiB, its own error page; a missing
@@ -488,6 +507,7 @@ def test_nginx_refuses_hostile_input_before_the_app(target: Target):
         assert body.keys() == {"error", "status", "detail"} and body["status"] == status, body
 
 
+@once_per_app
 def test_every_process_unprivileged_and_locked_down(target: Target):
     for service in target.stack.services():
         config = target.stack.inspect(service)["HostConfig"]
@@ -503,6 +523,7 @@ def test_every_process_unprivileged_and_locked_down(target: Target):
         assert header in page.headers, f"nginx's {header} is missing on the app's page"
 
 
+@once_per_app
 def test_data_folder_is_the_apps_alone(target: Target):
     app_service = target.stack.app_services()[0]
     data = target.app.data
@@ -558,6 +579,7 @@ def test_secret_is_a_file_not_in_the_environment_or_image(target: Target, real_a
         assert secret.encode() not in saved, f"{image}: a layer holds {name}"
 
 
+@once_per_app
 def check_local_state_stays_out_of_the_image(target: Target):
     """.env files, secrets/ and instance/ of the checkout are not in the app's image (nor,
     through it, in the data volume Docker fills from the image at its first mount)."""
