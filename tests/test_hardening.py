@@ -13,7 +13,7 @@ import time
 import pytest
 import requests
 
-from harness.compose import NGINX_STACKS, SPLIT_STACKS, Stack, recreate_allow_list
+from harness.compose import NGINX_STACKS, Stack, recreate_allow_list
 from harness.faults import app_server, in_flight
 from harness.traffic import Background, raw_request, summary, wait_for
 
@@ -323,7 +323,9 @@ def _assert_stop_drains(stack: Stack, services: list[str], record) -> None:
         assert state.split() == ["exited", "0"], f"{stack.name}/{service}: {state!r}"
 
 
-@pytest.mark.stacks(*SPLIT_STACKS)  # single-container: nginx stops with the app server (next)
+# nginx's graceful quit (services.yaml's SIGQUIT and grace, the same on every split stack; in
+# single-container nginx stops with the app server: next), in front of uwsgi_pass and proxy_pass
+@pytest.mark.stacks("nginx-uwsgi-socket", "nginx-gunicorn-gevent")
 @pytest.mark.timed
 def test_nginx_stop_drains_in_flight_requests(stack, record):
     _assert_stop_drains(stack, ["nginx"], record)
@@ -333,7 +335,9 @@ def test_nginx_stop_drains_in_flight_requests(stack, record):
     stack.compose("up", "--detach", "--wait", "--no-deps", "nginx", timeout=120)
 
 
-@behind_nginx
+# each way an app server stops: base.ini's (every uWSGI stack loads it), Gunicorn's, and
+# single-container's entrypoint with nginx beside uWSGI
+@pytest.mark.stacks("nginx-uwsgi-socket", "nginx-gunicorn-gevent", "single-container")
 @pytest.mark.timed
 def test_app_server_stop_drains_in_flight_requests(stack, record):
     _assert_stop_drains(stack, stack.app_services(), record)
