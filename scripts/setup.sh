@@ -242,6 +242,14 @@ case "${1:-all}" in
   venv) ensure_venv ;;
   docker) ensure_engine; ensure_compose; ensure_images ;;
   standins) ensure_engine; FORCE_STANDINS=1 ensure_images ;;
-  all) ensure_venv; ensure_tools; ensure_engine; ensure_compose; ensure_images ;;
+  all)
+    # the virtualenv (pip) builds while the engine and the images do (apt, docker): each takes
+    # a minute or more on a fresh machine; python3-venv first, so that apt has one user at a time
+    python3 -c 'import venv, ensurepip' 2>/dev/null || apt_install python3-venv
+    ensure_venv &
+    venv=$!
+    ensure_tools; ensure_engine; ensure_compose; ensure_images
+    wait "$venv" || die "creating .venv failed (pip's error is above)"
+    ;;
   *) die "usage: $0 [all|docker|venv|standins]" ;;
 esac
