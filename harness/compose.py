@@ -83,6 +83,10 @@ ACCESS_LOG_TEXT = re.compile(
 NGINX_STACKS = [name for name in STACKS if nginx_in_front(name)]
 # nginx and the app server in separate services (each can be stopped, killed, recreated alone)
 SPLIT_STACKS = [name for name in NGINX_STACKS if nginx_service(name)]
+GUNICORN_STACKS = [name for name in NGINX_STACKS if app_server_of(name) == "gunicorn"]
+# a check of what one shared file decides (shared/uwsgi/base.ini, which every uWSGI stack's
+# uwsgi.ini extends with its socket only) runs on one uWSGI stack, this one (docs/tests.md)
+UWSGI_ONCE = "nginx-uwsgi-socket"
 
 
 def ephemeral_ports(*patterns: str) -> dict[str, str]:

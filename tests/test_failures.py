@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from harness.compose import NGINX_STACKS, ROOT, SPLIT_STACKS, Stack, app_server_of
+from harness.compose import GUNICORN_STACKS, NGINX_STACKS, ROOT, SPLIT_STACKS, UWSGI_ONCE, Stack
 from harness.faults import app_server, kill_master, kill_worker, memory_mib, setting
 from harness.traffic import (
     Background,
@@ -48,10 +48,6 @@ pytestmark = [
     pytest.mark.timed,  # recoveries and latencies, bounded: never beside a load test
 ]
 split_only = pytest.mark.stacks(*SPLIT_STACKS)  # nginx and the app server in separate services
-GUNICORN_STACKS = [name for name in NGINX_STACKS if app_server_of(name) == "gunicorn"]
-# a check of the app server's own settings (shared/uwsgi/base.ini, which every uWSGI stack loads
-# unchanged: their uwsgi.ini adds only the socket) runs on one stack of that server, not on each
-UWSGI_ONCE = "nginx-uwsgi-socket"
 
 # nginx's read timeout for the app server (the same in both snippets)
 READ_TIMEOUT = int(

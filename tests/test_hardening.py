@@ -13,7 +13,13 @@ import time
 import pytest
 import requests
 
-from harness.compose import NGINX_STACKS, Stack, recreate_allow_list
+from harness.compose import (
+    GUNICORN_STACKS,
+    NGINX_STACKS,
+    UWSGI_ONCE,
+    Stack,
+    recreate_allow_list,
+)
 from harness.faults import app_server, in_flight
 from harness.traffic import Background, raw_request, summary, wait_for
 
@@ -325,7 +331,7 @@ def _assert_stop_drains(stack: Stack, services: list[str], record) -> None:
 
 # nginx's graceful quit (services.yaml's SIGQUIT and grace, the same on every split stack; in
 # single-container nginx stops with the app server: next), in front of uwsgi_pass and proxy_pass
-@pytest.mark.stacks("nginx-uwsgi-socket", "nginx-gunicorn-gevent")
+@pytest.mark.stacks(UWSGI_ONCE, *GUNICORN_STACKS)
 @pytest.mark.timed
 def test_nginx_stop_drains_in_flight_requests(stack, record):
     _assert_stop_drains(stack, ["nginx"], record)
@@ -337,7 +343,7 @@ def test_nginx_stop_drains_in_flight_requests(stack, record):
 
 # each way an app server stops: base.ini's (every uWSGI stack loads it), Gunicorn's, and
 # single-container's entrypoint with nginx beside uWSGI
-@pytest.mark.stacks("nginx-uwsgi-socket", "nginx-gunicorn-gevent", "single-container")
+@pytest.mark.stacks(UWSGI_ONCE, *GUNICORN_STACKS, "single-container")
 @pytest.mark.timed
 def test_app_server_stop_drains_in_flight_requests(stack, record):
     _assert_stop_drains(stack, stack.app_services(), record)
