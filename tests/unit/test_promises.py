@@ -79,7 +79,7 @@ def test_healthcheck_does_not_follow_a_redirect():
     finally:
         server.shutdown()
     assert redirected.returncode == 1, redirected
-    assert "answered 'HTTP/1.1 302" in redirected.stderr, redirected.stderr
+    assert "answered 'HTTP/1.0 302" in redirected.stderr, redirected.stderr
     assert direct.returncode == 0, direct  # the same server is healthy where it answers 200
 
 
