@@ -443,10 +443,10 @@ class Stack:
         return found.keys() == expected.keys() and all(found.values())
 
     def recover(self, timeout: float = 60) -> list[str]:
-        """`up`, also when a container that kept running was unhealthy: nginx turns unhealthy
-        while a test has every app server stopped (its /healthz gets 502 for `retries`
-        probes), and `up --wait` gives up on an unhealthy container at once instead of waiting
-        for its next probe. Then wait, up to `timeout` s, for every service to pass again."""
+        """`up`, also when a container that kept running was unhealthy (an app server a test
+        broke, whose probes failed `retries` times): `up --wait` gives up on an unhealthy
+        container at once instead of waiting for its next probe. Then wait, up to `timeout` s,
+        for every service to pass again."""
         try:
             return self.up(timeout=120)
         except StackError as error:
@@ -548,7 +548,7 @@ def start_stack(
     # the images it builds under tags of this project's own: Compose labels each image it builds
     # with its project, so another project's build of a shared tag gives it a new id, and the
     # next `up` here recreates what runs it: the front on a new host port (the tests' base_url
-    # gone), or both of the pair's app servers at once (its nginx unhealthy, `up --wait` failed)
+    # gone), or both of the pair's app servers at once (nothing serves meanwhile)
     own_images = {var: f"{repo}:{project}" for var, repo in TEST_PROJECT_IMAGES.items()}
     own_images = own_images if build else {}
     stack = Stack(

@@ -66,9 +66,7 @@ def check_uwsgi(url) -> int:
 
 
 def check_http(url) -> int:
-    # imported here: Docker runs this every interval in every app container, and most probe
-    # uwsgi:// (urllib.request, imported at the top before, was half of each probe's CPU)
-    import http.client
+    import http.client  # here: Docker runs each probe anew, and most ask uwsgi://
 
     kind = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
     connection = kind(url.hostname, url.port, timeout=TIMEOUT)
@@ -76,13 +74,10 @@ def check_http(url) -> int:
         connection.request("GET", url.path.rstrip("/") + PATH)
         response = connection.getresponse()  # a 3xx is the answer: http.client follows none
         print(response.status, response.read(200).decode(errors="replace").strip())
-        version = "HTTP/1.0" if response.version == 10 else "HTTP/1.1"
-        return healthy(f"{version} {response.status} {response.reason}")
     except http.client.HTTPException as error:  # not HTTP (a uWSGI socket, say), or cut short
         print(f"unhealthy: {error!r}", file=sys.stderr)
         return 1
-    finally:
-        connection.close()
+    return healthy(f"HTTP/{response.version / 10} {response.status} {response.reason}")
 
 
 def main(argv: list[str]) -> int:
