@@ -145,15 +145,22 @@ class Background:
         return self.result
 
 
+# a Stream's requests per second, in all. Each costs ~5-7 ms of the machine's CPU (the client,
+# Docker's userland proxy, nginx, the app): 200/s took a whole core of two, and the timed checks'
+# streams overlap. At 50/s each of 4 clients still asks every 80 ms: an outage is seen.
+RATE = 50
+
+
 class Stream:
     """Steady, bounded traffic in the background: `clients` threads sending GETs, `rate` per
     second in all, until `stop()` or `limit` seconds. Use as a context manager; `results` after
     it ends.
 
-    Why a rate: every GET is a new connection, and Docker's userland proxy behind a 127.0.0.1
-    port opens its own to the container from one address, whose port then waits 60 s in
-    TIME_WAIT. Back to back (about 600/s here) the proxy used up the 28k ephemeral ports within
-    45 s and reset every connection after that: a failure of the test's client, not the stack."""
+    Why a rate, besides the CPU (RATE): every GET is a new connection, and Docker's userland
+    proxy behind a 127.0.0.1 port opens its own to the container from one address, whose port
+    then waits 60 s in TIME_WAIT. Back to back (about 600/s here) the proxy used up the 28k
+    ephemeral ports within 45 s and reset every connection after that: a failure of the test's
+    client, not the stack."""
 
     def __init__(
         self,
@@ -163,7 +170,7 @@ class Stream:
         timeout: float = 5,
         verify: bool | str = True,
         host: str = "",
-        rate: float = 200,
+        rate: float = RATE,
     ):
         self.url, self.timeout, self.verify, self.host = url, timeout, verify, host
         self._interval = clients / rate  # each client's share of the rate

@@ -55,7 +55,7 @@ from harness.compose import (
     start_stack,
     stop_stack,
 )
-from harness.traffic import CLOSE, NGINX_REFUSALS, raw_request, wait_for
+from harness.traffic import CLOSE, NGINX_REFUSALS, RATE, raw_request, wait_for
 from stackctl import apps
 
 
@@ -932,6 +932,7 @@ def test_graceful_stop_then_data_survives_start(target: Target, record):
             answered.append(request_id)
             if not 200 <= status < 300:
                 bad.append(str(status))
+            stop.wait(len(threads) / RATE)  # the rate of a Stream (harness.traffic), in all
 
     threads = [threading.Thread(target=stream) for _ in range(4)]
     for thread in threads:
