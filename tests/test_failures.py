@@ -171,7 +171,7 @@ def test_master_killed_container_restarts_and_nginx_recovers(stack, base_url, pr
         fault, killed_at = time.monotonic(), time.time()
         # nginx's healthcheck, run now, while its app server is down, and Docker's runs of it
         nginx_check = stack.inspect("nginx")["Config"]["Healthcheck"]["Test"][1:]  # after "CMD"
-        checked = stack.compose("exec", "-T", "nginx", *nginx_check, check=False)
+        checked = stack.run_in("nginx", *nginx_check, check=False)
         nginx_probes: dict[float, int] = {}  # start -> exit code
 
         def restarted() -> bool:
