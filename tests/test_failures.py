@@ -38,6 +38,7 @@ from harness.traffic import (
     wait_for,
 )
 from harness.wrk import wrk
+from stackctl import apps
 
 CLIENTS = 4  # concurrent clients of the steady stream
 # requests answered after a recovery, every one of which must succeed: 4 s of the stream; a
@@ -49,6 +50,14 @@ pytestmark = [
     pytest.mark.timed,  # recoveries and latencies, bounded: never beside a load test
 ]
 split_only = pytest.mark.stacks(*SPLIT_STACKS)  # nginx and the app server in separate services
+
+
+def shared_files_on(*stacks: str):
+    """The stacks a check runs on whose subject several stacks load unchanged (nginx.conf,
+    base.ini, services.yaml: docs/tests.md, one proof per distinct file); with your app
+    (`make test APP=...`), every nginx stack, so that the one you chose runs it."""
+    return pytest.mark.stacks(*(stacks if apps.from_settings().is_demo else NGINX_STACKS))
+
 
 # nginx's read timeout for the app server (the same in both snippets)
 READ_TIMEOUT = int(
@@ -106,6 +115,9 @@ def recheck_seconds(stack: Stack) -> int:
 
 
 @pytest.mark.any_app
+# each kind of app server, and the pair (nginx retries on the other): the tcp stack and
+# single-container run the socket stack's base.ini
+@shared_files_on(UWSGI_ONCE, *GUNICORN_STACKS, "load-balanced-pair")
 def test_worker_killed_only_its_requests_fail(stack, base_url, probe, record):
     service = stack.app_services()[0]
     server = app_server(stack, service)
@@ -538,8 +550,9 @@ BASELINE = 2  # seconds of the stream before the slow clients connect
 
 
 # timed (the module's mark), not `load`: 110 connections sending a byte or 256 every 0.5 s and
-# the usual 200/s stream are light traffic; what it bounds is the stream's p99 beside them
+# the usual stream are light traffic; what it bounds is the stream's p99 beside them
 @pytest.mark.any_app
+@shared_files_on(UWSGI_ONCE, *GUNICORN_STACKS)  # nginx.conf's timeouts, before uwsgi_/proxy_pass
 def test_slow_clients_hold_no_worker_and_are_cut_off(stack, base_url, probe, record):
     url = urlsplit(base_url)
     # the demo echoes a POST; any app answers one to its probe somehow (a 405 is fine): the
@@ -586,6 +599,9 @@ BURST = 1800
 
 @pytest.mark.load
 @pytest.mark.any_app
+# the backlogs: services.yaml's uWSGI server (base.ini's `listen`, somaxconn), Gunicorn's, and
+# single-container's own sysctl
+@shared_files_on(UWSGI_ONCE, *GUNICORN_STACKS, "single-container")
 def test_burst_far_above_the_workers_gets_no_error(stack, base_url, probe, record):
     started = time.time()
     report = wrk(base_url + probe, connections=BURST, duration=4, timeout=10)

@@ -169,7 +169,8 @@ def test_scan_finds_nothing_against_mozilla_intermediate(stack, local_ca):
     assert scan.returncode == 0 and "OK - Compliant" in report, scan.stdout[-3000:] + scan.stderr
 
 
-@pytest.mark.timed
+@pytest.mark.timed  # tls.sh's watcher: one stack per TLS overlay, as the scan
+@pytest.mark.parametrize("stack", sorted(SCANNED.values()), indirect=True, scope="module")
 def test_replaced_certificate_is_served_without_a_failed_request(stack, https_url, local_ca):
     """What a renewal does (certbot's deploy hook, or you): new files in the mounted folder.
     nginx notices (CERT_RECHECK_SECONDS=1 here) and reloads gracefully."""
