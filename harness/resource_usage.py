@@ -41,10 +41,7 @@ def peak_memory_mib(container: str) -> float:
 
 def container_ids(stack: Stack) -> dict[str, str]:
     """service -> full container id."""
-    return {
-        service: stack.compose("ps", "--quiet", "--no-trunc", service).stdout.split()[0]
-        for service in stack.services()
-    }
+    return {service: stack.containers(service, running=True)[0] for service in stack.services()}
 
 
 def proxy_pids(port: str) -> list[int]:

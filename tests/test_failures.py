@@ -186,14 +186,17 @@ def test_master_killed_container_restarts_and_nginx_recovers(stack, base_url, pr
         checked = stack.run_in("nginx", *nginx_check, check=False)
         nginx_probes: dict[float, int] = {}  # start -> exit code
 
-        def restarted() -> bool:
+        def read_nginx_probes() -> None:  # Docker keeps the last five: read them as they come
             nginx_probes.update({c["start"]: c["code"] for c in stack.healthchecks("nginx")})
+
+        def restarted() -> bool:
+            read_nginx_probes()
             return stack.inspect(service)["RestartCount"] == restarts + 1
 
         wait_for(restarted, 20, "the container is restarted")
         recovered = stream.wait_for_successes(50, after=time.monotonic(), timeout=30)
         passed = stack.first_passing_probe(service, killed_at)
-        nginx_probes.update({c["start"]: c["code"] for c in stack.healthchecks("nginx")})
+        read_nginx_probes()
         watch_after_recovery(stack, stream, recovered)
     results = stream.stop()
     # nginx's healthcheck asks nginx alone: the app server's restart leaves it healthy (under

@@ -304,7 +304,7 @@ def test_the_release_step_ran_after_the_database_was_healthy(stack):
     logs = stack.compose("logs", "--timestamps", "--no-color", "--no-log-prefix", "postgres").stdout
     ready = [line.split()[0] for line in logs.splitlines() if "ready to accept connections" in line]
     assert len(ready) >= 2, f"initdb's server and the real one, each ready once:\n{logs[-2000:]}"
-    (release,) = stack.compose("ps", "--all", "--quiet", "release").stdout.split()
+    (release,) = stack.containers("release")
     state = json.loads(subprocess.run(
         ["docker", "inspect", release], capture_output=True, text=True, check=True
     ).stdout)[0]["State"]  # fmt: skip
