@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from harness import faults
+from harness.compose import docker_time
 from harness.traffic import wait_for
 from harness.wrk import wrk
 
@@ -143,33 +144,49 @@ def test_dead_worker_is_respawned_in_place(stack, record):
     assert time.monotonic() - started < 15
 
 
-RESTART_MARGIN = 3  # seconds a restart after a kill may take beyond a graceful restart's
+# A dead master or nginx ends the container by itself: the entrypoint exits with the uWSGI
+# master (tini's exit then ends the rest), and control=1 ends the master when nginx dies.
+ENDED_WITHIN = 5  # s from the kill to the container's end (Docker's State.FinishedAt)
+# Docker's restart policy starts a container that had run 10 s or more again after 100 ms (the
+# delay doubles only while it keeps failing at once); a busy engine may take a little longer.
+RESTARTED_WITHIN = 3  # s from the container's end to its new start (State.StartedAt)
 
 
 @pytest.mark.parametrize("victim", [r"^nginx: master", r"^uwsgi --ini"])
 @pytest.mark.timed
 def test_dead_nginx_or_master_restarts_the_container(stack, victim, record):
-    """A dead nginx or uWSGI master ends the container and Docker's restart policy brings it
-    back at once: serving again about as soon as after `docker compose restart` (measured just
-    before, the same way, on this machine), which also waits for a graceful stop."""
-    began = time.monotonic()
-    stack.compose("restart", "app", timeout=60)
-    wait_until_serving(stack, 60)
-    baseline = time.monotonic() - began
+    """A dead nginx or uWSGI master ends the container at once (no half-alive container), and
+    Docker's restart policy starts it again at once, without backoff: both read from Docker's
+    own timestamps, so a busy machine's slower start does not blur them. The new container then
+    serves as after any start."""
+    wait_until_serving(stack, 60)  # the previous case's restart has settled
     before = restarts(stack)
     target = find(processes(stack), victim)
-    killed = time.monotonic()
+    killed = time.time()
     stack.exec("app", "sh", "-c", f"kill -9 {target['pid']}", check=False)
-    wait_for(lambda: restarts(stack) > before, 20, f"killing {victim} ends the container")
+    restarted_state: list[dict] = []
+
+    def started_again() -> bool:  # while Docker waits to restart it, Running is true as well
+        found = stack.inspect("app")
+        state = found["State"]
+        if found["RestartCount"] > before and state["Running"] and not state["Restarting"]:
+            restarted_state.append(state)
+        return bool(restarted_state)
+
+    wait_for(started_again, 20, f"killing {victim} ends the container and it starts again")
+    state = restarted_state[0]
+    ended = docker_time(state["FinishedAt"]) - killed
+    restarted = docker_time(state["StartedAt"]) - docker_time(state["FinishedAt"])
     wait_until_serving(stack, 60)
-    took = time.monotonic() - killed
     record(
         stack,
         f"{victim.strip('^')} kill -9 (one container)",
-        f"restarted, serving after {took:.1f} s (a graceful restart: {baseline:.1f} s)",
+        f"ended after {ended:.1f} s, started again {restarted:.1f} s later, serving after "
+        f"{time.time() - killed:.1f} s",
     )
-    assert took < baseline + RESTART_MARGIN, (
-        f"serving {took:.1f} s after the kill; a graceful restart took {baseline:.1f} s"
+    assert 0 <= ended < ENDED_WITHIN, f"the container ended {ended:.1f} s after the kill"
+    assert 0 <= restarted < RESTARTED_WITHIN, (
+        f"Docker started the container again {restarted:.1f} s after it ended (backoff?)"
     )
 
 
