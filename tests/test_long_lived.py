@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 import time
 from contextlib import ExitStack
@@ -16,7 +17,7 @@ from websockets.exceptions import ConnectionClosed, ConnectionClosedError, Inval
 from websockets.sync.client import connect
 
 from flask_stacks import DEFAULT_WS_MAX_MESSAGE_BYTES, GOING_AWAY
-from harness.compose import NGINX_STACKS, app_server_of
+from harness.compose import NGINX_STACKS, ROOT, app_server_of
 from harness.faults import memory_mib, setting
 from harness.traffic import Stream, failed, p99_seconds, summary, wait_for
 from harness.websockets_load import (
@@ -150,7 +151,17 @@ def test_a_reload_cuts_no_open_websocket(stack, base_url):
     )
 
 
-NGINX_DEFAULT_READ_TIMEOUT = 60  # the stack's is 35 s; sockets idle past both need the app's pings
+# nginx's read timeout on an upgraded connection (proxy-params.conf, in /ws/): a socket idle
+# past it lives only by the app's pings (every WS_PING_SECONDS), so held IDLE_PAST s beyond it,
+# each one has needed them (held past 60 s before: nothing more, and 25 s more of the run alone)
+PROXY_READ_TIMEOUT = int(
+    re.search(
+        r"^proxy_read_timeout (\d+)s;",
+        (ROOT / "shared/nginx/snippets/proxy-params.conf").read_text(),
+        flags=re.MULTILINE,
+    )[1]
+)
+IDLE_PAST = 3
 
 
 # what the README and docs promise one client address can hold; default.conf's limit_conn must
@@ -195,8 +206,8 @@ def p99_ms(results: list) -> float:
 def test_a_thousand_idle_websockets_outlive_read_timeouts_while_requests_flow(
     stack, base_url, record
 ):
-    """As many WebSockets as nginx lets one address hold (1,000) stay open past nginx's default
-    60 s read timeout, idle but for the app's pings; the next is refused (429); while they are
+    """As many WebSockets as nginx lets one address hold (1,000) stay open past the stack's
+    proxy_read_timeout, idle but for the app's pings; the next is refused (429); while they are
     held a stream of ordinary requests is served as usual: none fails, its rate holds, its p99
     stays within P99_MARGIN_MS of its own baseline, measured just before.
     Reports the app server's memory per held socket, and the stream's p99 while the sockets
@@ -212,7 +223,7 @@ def test_a_thousand_idle_websockets_outlive_read_timeouts_while_requests_flow(
             hold_idle(
                 ws_url(base_url),
                 count,
-                NGINX_DEFAULT_READ_TIMEOUT + 2,
+                PROXY_READ_TIMEOUT + IDLE_PAST,
                 lambda: memory_mib(stack, "app"),
             )
         )
