@@ -16,7 +16,8 @@ A waiting `exclusive` goes first: every taker passes a turnstile (a second lock 
 waiter holds, so a stream of `timed` checks on other workers cannot starve it. Inside a held
 lock, a nested request proceeds under it, in this process or a child it starts (HELD, in the
 environment); a load inside a `timed` hold is an error (the test should be marked `load`). A
-tool that runs loads between idle steps (scripts/bench.py) holds the lock per load itself.
+tool that runs loads between idle steps (scripts/bench.py) holds the lock per load itself; a
+check whose bound lies behind it before its block ends lets the lock go there (`release()`).
 """
 
 from __future__ import annotations
@@ -79,14 +80,26 @@ def _hold(mode: int, what: str) -> Iterator[float]:
         waited = time.monotonic() - started
         if waited > WAIT_NOTE:
             print(f"machine_load: {what} waited {waited:.0f} s", file=sys.stderr)
-        _held.depth, _held.mode = 1, mode
+        _held.depth, _held.mode, _held.handle = 1, mode, handle
         os.environ[HELD] = NAMES[mode]
         try:
             yield waited
         finally:
-            _held.depth = 0
+            _held.depth, _held.handle = 0, None
             os.environ.pop(HELD, None)
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            fcntl.flock(handle, fcntl.LOCK_UN)  # a second unlock after release(): a no-op
+
+
+def release() -> None:
+    """End this thread's hold before the block that took it ends: a check whose bound lies
+    behind it lets a waiting load start while it puts its stack back. Only an outermost hold
+    ends so (a nested one belongs to its outer block)."""
+    handle = getattr(_held, "handle", None)
+    if handle is None or _held.depth != 1:
+        raise RuntimeError("release(): this thread holds no load lock of its own to end")
+    _held.depth, _held.handle = 0, None
+    os.environ.pop(HELD, None)
+    fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def exclusive(what: str):

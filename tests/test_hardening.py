@@ -333,8 +333,9 @@ def _assert_stop_drains(stack: Stack, services: list[str], record) -> None:
 # single-container nginx stops with the app server: next), in front of uwsgi_pass and proxy_pass
 @pytest.mark.stacks(UWSGI_ONCE, *GUNICORN_STACKS)
 @pytest.mark.timed
-def test_nginx_stop_drains_in_flight_requests(stack, record):
+def test_nginx_stop_drains_in_flight_requests(stack, record, timed_part_over):
     _assert_stop_drains(stack, ["nginx"], record)
+    timed_part_over()  # putting nginx back has no bound
     stack.compose("start", "nginx", timeout=60)
     # healthy again; --no-deps: without it `up` runs the release step again and restarts the app
     # servers behind it, and the next test's requests met an nginx with both marked down (502)

@@ -267,13 +267,15 @@ def test_redis_killed_with_jobs_queued_runs_them_afterwards(stack, base_url):
         assert wait_finished(base_url, job_id, timeout=60)["result"] == total
 
 
-@pytest.mark.timed
 def test_a_worker_stopped_mid_job_finishes_it_first(stack, base_url, record):
     """`docker compose stop` sends SIGTERM: RQ's warm shutdown lets the running job finish (the
-    stop grace covers the job limit), then the worker exits; the result is there."""
-    # 10 s: on two busy cores a poll through nginx can take seconds, and a job that finished
-    # between two polls would prove nothing about the stop
-    job_id = run_job(base_url, [20, 22], seconds=10)
+    stop grace covers the job limit), then the worker exits by itself, not by the grace's
+    SIGKILL; the result is there. The worker's log shows that the stop came while the job ran.
+    (No bound on the stop's time: RQ's exit waits up to 60 s for its pubsub thread,
+    docs/services.md; the exit code tells a SIGKILL.)"""
+    # 15 s: on two busy cores a poll through nginx can take seconds, and the stop must reach
+    # the worker while the job runs
+    job_id = run_job(base_url, [20, 22], seconds=15)
 
     def started() -> bool:
         status = job(base_url, job_id)["status"]
@@ -281,17 +283,21 @@ def test_a_worker_stopped_mid_job_finishes_it_first(stack, base_url, record):
         return status == "started"
 
     wait_for(started, 60, "the job started")
-    began = time.monotonic()
+    since, began = time.time(), time.monotonic()
     try:
         stack.compose("stop", "worker", timeout=180)
         took = time.monotonic() - began
         assert job(base_url, job_id)["status"] == "finished", job(base_url, job_id)
         assert job(base_url, job_id)["result"] == 42
-        # the job, then RQ's exit: up to 60 s for its pubsub thread (docs/services.md), not the
-        # grace's SIGKILL (190 s, exit 137)
         exited = stack.inspect("worker")["State"]
         assert exited["ExitCode"] != 137 and not exited["OOMKilled"], exited
-        assert took < 100, f"the stop took {took:.1f} s: the worker did not exit after the job"
+        lines = stack.logs("worker", since=since).splitlines()
+        asked = [i for i, line in enumerate(lines) if "warm shut down requested" in line]
+        done = [i for i, line in enumerate(lines) if "Job OK" in line and job_id in line]
+        assert asked and done and asked[0] < done[0], (
+            "the worker's log does not show the stop asked while the job ran (warm shut down "
+            "requested, then Job OK):\n" + "\n".join(lines[-20:])
+        )
     finally:
         stack.compose("start", "worker", timeout=120)
     record(stack, "worker stopped mid-job", f"job finished, worker exited after {took:.1f} s")

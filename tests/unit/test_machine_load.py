@@ -99,3 +99,23 @@ def test_a_command_run_under_the_lock_excludes_timed_checks(lock_dir):
     assert command.wait(timeout=20) == 3
     ended = time.monotonic()
     assert entered(waiting) >= ended - 0.5
+
+
+def test_a_released_hold_lets_a_waiting_load_in_before_its_block_ends(lock_dir):
+    """A timed check whose bound is behind it (tests' `timed_part_over`): the load waiting for
+    it starts then, not at the end of the check's block; the block's own end is then a no-op."""
+    with machine_load.timed("check"):
+        load = child(lock_dir, "exclusive")
+        time.sleep(1)  # the load now waits
+        machine_load.release()
+        released = time.monotonic()
+        assert entered(load) - released < 5
+        assert machine_load.HELD not in os.environ  # a tool started now is not under a hold
+    with pytest.raises(RuntimeError, match="no load lock of its own"):
+        machine_load.release()
+
+
+def test_only_an_outermost_hold_is_released(lock_dir):
+    refused = pytest.raises(RuntimeError, match="no load lock of its own")
+    with machine_load.timed("outer"), machine_load.timed("inner"), refused:
+        machine_load.release()
