@@ -857,10 +857,13 @@ if database_targets():
         wait_for(
             lambda: target.stack.health("postgres") == "healthy", 90, "PostgreSQL healthy again"
         )
-        # 8 at a time: every app server process (uWSGI: 2 per core) serves some of them
+        # 8 at a time: every app server process (uWSGI: 2 per core) serves some of them. Each
+        # read checks the project's password (werkzeug's scrypt, CPU-bound): 40 of them queued
+        # past a 10 s client timeout on a busy machine (s52a, s53b); a slow answer is not the
+        # failure this looks for (a 500 from a dead pooled connection)
         with ThreadPoolExecutor(8) as pool:
             reads = list(pool.map(
-                lambda _: requests.get(f"{target.url}/api/projects/{first}", auth=auth, timeout=10),
+                lambda _: requests.get(f"{target.url}/api/projects/{first}", auth=auth, timeout=60),
                 range(40),
             ))  # fmt: skip
         failed = [r.status_code for r in reads if r.status_code != 200]
