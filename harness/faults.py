@@ -90,6 +90,15 @@ def setting(program: str, name: str | dict[str, str]) -> int:
     return DEFAULTS[name]
 
 
+def nginx_seconds(snippet: str, directive: str) -> int:
+    """A time in whole seconds (`directive Ns;`) from one of shared/nginx/snippets/, so that a
+    test's bound follows the shipped config."""
+    text = (ROOT / "shared/nginx/snippets" / snippet).read_text()
+    found = re.search(rf"^{directive} (\d+)s;", text, flags=re.MULTILINE)
+    assert found, f"shared/nginx/snippets/{snippet} sets no {directive} in seconds"
+    return int(found[1])
+
+
 def processes(stack: Stack, service: str) -> list[dict]:
     """The container's processes (Stack.processes) as pid, parent, command line and own memory
     in KiB (Pss_Anon: Stack.processes says why)."""

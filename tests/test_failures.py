@@ -24,7 +24,7 @@ import pytest
 import requests
 
 from harness.compose import GUNICORN_STACKS, NGINX_STACKS, ROOT, SPLIT_STACKS, UWSGI_ONCE, Stack
-from harness.faults import app_server, kill_master, kill_worker, memory_mib, setting
+from harness.faults import app_server, kill_master, kill_worker, memory_mib, nginx_seconds, setting
 from harness.traffic import (
     RATE,
     Background,
@@ -60,13 +60,7 @@ def shared_files_on(*stacks: str):
 
 
 # nginx's read timeout for the app server (the same in both snippets)
-READ_TIMEOUT = int(
-    re.search(
-        r"^uwsgi_read_timeout (\d+)s;",
-        (ROOT / "shared/nginx/snippets/uwsgi-params.conf").read_text(),
-        flags=re.MULTILINE,
-    )[1]
-)
+READ_TIMEOUT = nginx_seconds("uwsgi-params.conf", "uwsgi_read_timeout")
 
 
 def redundant(stack: Stack) -> bool:

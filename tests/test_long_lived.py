@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import threading
 import time
 from contextlib import ExitStack
@@ -17,8 +16,8 @@ from websockets.exceptions import ConnectionClosed, ConnectionClosedError, Inval
 from websockets.sync.client import connect
 
 from flask_stacks import DEFAULT_WS_MAX_MESSAGE_BYTES, GOING_AWAY
-from harness.compose import NGINX_STACKS, ROOT, app_server_of
-from harness.faults import memory_mib, setting
+from harness.compose import NGINX_STACKS, app_server_of
+from harness.faults import memory_mib, nginx_seconds, setting
 from harness.traffic import Stream, failed, p99_seconds, summary, wait_for
 from harness.websockets_load import (
     allow_open_files,
@@ -154,13 +153,7 @@ def test_a_reload_cuts_no_open_websocket(stack, base_url):
 # nginx's read timeout on an upgraded connection (proxy-params.conf, in /ws/): a socket idle
 # past it lives only by the app's pings (every WS_PING_SECONDS), so held IDLE_PAST s beyond it,
 # each one has needed them (held past 60 s before: nothing more, and 25 s more of the run alone)
-PROXY_READ_TIMEOUT = int(
-    re.search(
-        r"^proxy_read_timeout (\d+)s;",
-        (ROOT / "shared/nginx/snippets/proxy-params.conf").read_text(),
-        flags=re.MULTILINE,
-    )[1]
-)
+PROXY_READ_TIMEOUT = nginx_seconds("proxy-params.conf", "proxy_read_timeout")
 IDLE_PAST = 3
 
 
