@@ -14,12 +14,11 @@ from harness.traffic import RATE, Stream, fetch_many, summary, wait_for, wait_se
 pytestmark = [pytest.mark.stacks("load-balanced-pair"), pytest.mark.timed]  # failover, bounded
 
 REQUESTS = 100
+DEFAULT_CONF = (ROOT / "stacks/load-balanced-pair/default.conf").read_text()
 # how long nginx keeps a failed server out of its rotation (default.conf's upstream)
-FAIL_TIMEOUT = int(
-    re.search(
-        r"fail_timeout=(\d+)s", (ROOT / "stacks/load-balanced-pair/default.conf").read_text()
-    )[1]
-)
+FAIL_TIMEOUT = int(re.search(r"fail_timeout=(\d+)s", DEFAULT_CONF)[1])
+# how long a request waits on a server that stopped answering before nginx tries the other
+CONNECT_TIMEOUT = int(re.search(r"uwsgi_connect_timeout (\d+)ms;", DEFAULT_CONF)[1]) / 1000
 
 
 def hostnames(stack):
@@ -60,8 +59,10 @@ def test_one_backend_stopped_mid_stream_no_request_fails(stack, base_url, record
     assert all(r.status == 200 for r in results), summary(results)
     after = {r.body["hostname"] for r in results if r.at > stopped}
     assert after == {names["app1"]}, after
-    # one connect timeout (uwsgi_connect_timeout 1500ms) and the retry, with a busy machine's slack
-    assert max(r.seconds for r in results if r.at > stopped) < 4
+    # one connect timeout and the retry, with a busy machine's slack (seen: up to 3.5 s on
+    # CI's kind of machine; nginx's 60 s default connect timeout would hold them a minute)
+    slowest = max(r.seconds for r in results if r.at > stopped)
+    assert slowest < CONNECT_TIMEOUT + 3.5, f"a request waited {slowest:.1f} s after the stop"
 
 
 def test_restarted_backend_gets_traffic_again(stack, base_url, record):
