@@ -198,6 +198,10 @@ def test_dead_nginx_or_master_restarts_the_container(stack, victim, record):
 NEW_CONNECTION_RATE = 1000
 NEW_PER_KEPT = 4
 MIN_RATE = 200
+# the other workers' unmarked steps (a stack's start, an app's image build) still share the
+# cores with a load: measured again, 10 s apart, before the machine is called too slow (s53c:
+# 470 req/s kept for a moment, both cores busy with other work)
+KEPT_TRIES = 4
 # 10 s, not 15: one client address's connect() slows down once its TIME_WAITs (60 s) to one
 # destination fill the even half of the ephemeral range that Linux gives connect() first
 # (14,116 ports of 32768-60999). By hand, quiet: 15,000 in 15 s took httperf 12.7 s of kernel
@@ -239,16 +243,23 @@ def test_a_new_connection_per_request_at_a_fixed_rate_gets_no_5xx(stack, record)
         pytest.fail("httperf is missing: run `make setup` (Debian: apt-get install httperf)")
     url = stack.container_url()
     host, port = url.removeprefix("http://").rsplit(":", 1)
-    baseline = wrk(url + "/", connections=16, duration=2)  # this machine, now
-    assert baseline["non2xx"] == baseline["errors"] == 0, baseline
-    kept = baseline["rps"]
+    for tries in range(1, KEPT_TRIES + 1):
+        baseline = wrk(url + "/", connections=16, duration=2)  # this machine, now
+        assert baseline["non2xx"] == baseline["errors"] == 0, baseline
+        kept = baseline["rps"]
+        if kept >= MIN_RATE * NEW_PER_KEPT or tries == KEPT_TRIES:
+            break
+        time.sleep(10)
     rate, seconds = (
         min(NEW_CONNECTION_RATE, int(kept / NEW_PER_KEPT) // 50 * 50),
         NEW_CONNECTION_SECONDS,
     )
     # a floor, so that a slow stack cannot shrink the replay to nothing (kept: 5,400 req/s
     # quiet, 1,900 with both cores busy)
-    assert rate >= MIN_RATE, f"{kept:.0f} req/s on kept connections: too slow to mean much"
+    assert rate >= MIN_RATE, (
+        f"{kept:.0f} req/s on kept connections (try {tries} of {KEPT_TRIES}, 10 s apart): too "
+        "slow to mean much"
+    )
     budget = int(connect_ports() * PORTS_USED)
     assert rate * seconds <= budget, (
         f"{rate * seconds} connections in a minute from one address need a wider "
