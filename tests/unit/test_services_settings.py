@@ -5,7 +5,9 @@ theirs is in any stack's configuration or export; switched on, the export brings
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,12 +30,14 @@ THEIRS = (
 
 
 @pytest.fixture
-def project(tmp_path) -> Path:
+def project(tmp_path) -> Iterator[Path]:
     folder = tmp_path / "shop"
     (folder / "shop").mkdir(parents=True)
     (folder / "shop/__init__.py").write_text("from flask import Flask\n\napp = Flask(__name__)\n")
     (folder / "requirements.txt").write_text("Flask==3.1.3\nrq==3.0.0\n")
-    return folder
+    yield folder
+    # the secrets that make's settings made for it (secrets/<app's name>/, as for a user's app)
+    shutil.rmtree(apps.SECRETS / apps.app_name(folder.resolve()), ignore_errors=True)
 
 
 def yours(project: Path, **extra: str) -> dict[str, str]:

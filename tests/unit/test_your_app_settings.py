@@ -7,8 +7,10 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +23,7 @@ RELEASE = ROOT / "shared/docker/release.py"
 
 
 @pytest.fixture
-def project(tmp_path) -> Path:
+def project(tmp_path) -> Iterator[Path]:
     """A minimal Flask project of someone else's: a factory, a static folder, requirements."""
     folder = tmp_path / "shop"
     (folder / "shop/static").mkdir(parents=True)
@@ -31,7 +33,9 @@ def project(tmp_path) -> Path:
         "    app.add_url_rule('/up', 'up', lambda: 'ok')\n    return app\n"
     )
     (folder / "requirements.txt").write_text("Flask==3.1.3\n")
-    return folder
+    yield folder
+    # the secrets that make's settings made for it (secrets/<app's name>/, as for a user's app)
+    shutil.rmtree(apps.SECRETS / apps.app_name(folder.resolve()), ignore_errors=True)
 
 
 def settings(project: Path, **extra: str) -> dict[str, str]:
