@@ -15,6 +15,7 @@ import fcntl
 import json
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -260,16 +261,18 @@ def pytest_testnodedown(node, error):
         node.config.stash[SWARM_CREATED] = True
 
 
-def remove_temporary_app_images(base: Path) -> list[str]:
-    """The images of the apps whose folders this run made under `base` (its temporary folders:
-    the real apps, their exports' builds, test_app_settings' app): named after their folder
-    (apps.app_name), new in every run, so removed at its end. `docker rmi` without force: an
-    image a container still uses stays. Returns the images removed."""
+def remove_temporary_apps(base: Path) -> list[str]:
+    """The images and secrets folders of the apps whose folders this run made under `base` (its
+    temporary folders: the real apps, their exports' builds, test_app_settings' app): named
+    after their folder (apps.app_name), new in every run, so removed at its end. `docker rmi`
+    without force: an image a container still uses stays. Returns the images removed."""
     names = {
         apps.app_name(path.resolve())
         for path in base.rglob("*")
         if path.is_dir() and len(path.relative_to(base).parts) <= 4
     }
+    for name in names:  # secrets/<name>/, made by make's settings for each (git-ignored)
+        shutil.rmtree(apps.SECRETS / name, ignore_errors=True)
     listed = subprocess.run(
         ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}",
          "--filter", f"reference={apps.IMAGE_REPOSITORY}/*"],
@@ -283,13 +286,13 @@ def remove_temporary_app_images(base: Path) -> list[str]:
 
 def pytest_sessionfinish(session, exitstatus):
     """In the controller, once every worker is done: leave a swarm the run made, remove the
-    images of its temporary apps, and fail on unexpected skips."""
+    images and secrets of its temporary apps, and fail on unexpected skips."""
     if hasattr(session.config, "workerinput"):
         return
     if session.config.stash.get(SWARM_CREATED, False):
         leave_swarm()
     # the run's base folder: the controller's, whose popen-gw* folders the workers use
-    remove_temporary_app_images(session.config._tmp_path_factory.getbasetemp())
+    remove_temporary_apps(session.config._tmp_path_factory.getbasetemp())
     if UNEXPECTED_SKIPS and exitstatus == 0:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
