@@ -85,9 +85,14 @@ def _hold(mode: int, what: str) -> Iterator[float]:
         try:
             yield waited
         finally:
-            _held.depth, _held.handle = 0, None
-            os.environ.pop(HELD, None)
-            fcntl.flock(handle, fcntl.LOCK_UN)  # a second unlock after release(): a no-op
+            _let_go(handle)  # a second time after release(): a no-op
+
+
+def _let_go(handle) -> None:
+    """This thread no longer holds the lock (nor do the children it starts from now on)."""
+    _held.depth, _held.handle = 0, None
+    os.environ.pop(HELD, None)
+    fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def release() -> None:
@@ -97,9 +102,7 @@ def release() -> None:
     handle = getattr(_held, "handle", None)
     if handle is None or _held.depth != 1:
         raise RuntimeError("release(): this thread holds no load lock of its own to end")
-    _held.depth, _held.handle = 0, None
-    os.environ.pop(HELD, None)
-    fcntl.flock(handle, fcntl.LOCK_UN)
+    _let_go(handle)
 
 
 def exclusive(what: str):
