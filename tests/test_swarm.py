@@ -124,12 +124,16 @@ class Deployment:
             wait_for(lambda: self.converged(replicas), timeout, what)
         except AssertionError as error:
             spec = json.loads(docker("service", "inspect", self.service("app")))[0]
-            tasks = docker(
-                *("service", "ps", "--no-trunc", self.service("app")),
-                "--format",
-                "{{.Name}} {{.Image}} {{.DesiredState}} {{.CurrentState}} {{.Error}}",
-            )
-            raise AssertionError(f"{error}\n{spec.get('UpdateStatus')}\n{tasks}") from None
+            raise AssertionError(f"{error}\n{spec.get('UpdateStatus')}\n{self.tasks()}") from None
+
+    def tasks(self) -> str:
+        """Every app task Swarm has run, the ended ones too, and why each ended (a failed
+        healthcheck, a kill, a scale-down)."""
+        return docker(
+            *("service", "ps", "--no-trunc", self.service("app")),
+            "--format",
+            "{{.Name}} {{.Image}} {{.DesiredState}} {{.CurrentState}} {{.Error}}",
+        )
 
     def logs(self) -> str:
         return "".join(
@@ -147,9 +151,13 @@ class Deployment:
             for s in ("nginx", "app")
         )
 
+    def said(self, since: float) -> str:
+        """What a failed check shows beside its figure: nginx's log and Swarm's tasks."""
+        return f"nginx said:\n{self.nginx_said(since)}\napp tasks:\n{self.tasks()}"
+
     def nginx_said(self, since: float) -> str:
         """nginx's own warnings and errors (upstream failures, reloads) since `since` (epoch
-        seconds): what a failed check shows beside its figure."""
+        seconds), the first and last 40."""
         out = docker(
             *("service", "logs", "--raw", "--since", f"{since:.0f}", self.service("nginx")),
             timeout=20,
@@ -157,7 +165,10 @@ class Deployment:
             stderr_too=True,  # nginx's error log and the watcher write to stderr
         )
         said = re.compile(r"\[(notice|warn|error|crit|alert|emerg)\] |^reresolve-upstreams: ")
-        return "\n".join([line for line in out.splitlines() if said.search(line)][-40:]) or "-"
+        lines = [line for line in out.splitlines() if said.search(line)]
+        if len(lines) > 80:  # the first failures say why; the last, how it ended
+            lines[40:-40] = [f"[... {len(lines) - 80} lines ...]"]
+        return "\n".join(lines) or "-"
 
 
 @pytest.fixture(scope="module")
@@ -262,7 +273,7 @@ def test_scaling_up_and_down_fails_no_request(deployed, record):
         f"{settled - converged:.1f} s after scaling down"
     )
     record(SWARM, "scale 3 -> 5 -> 2", figure)
-    assert not failed(results), f"{figure}\nnginx said:\n{deployed.nginx_said(began)}"
+    assert not failed(results), f"{figure}\n{deployed.said(began)}"
     served_after = {r.body["hostname"] for r in stream.since(settled) if isinstance(r.body, dict)}
     assert served_after == remaining, f"served by {served_after}, running {remaining}"
 
@@ -290,7 +301,7 @@ def test_killed_task_fails_no_request_and_is_replaced(deployed, record):
     results = stream.stop()
     figure = f"{summary(results)}; replaced after {replaced_after:.1f} s"
     record(SWARM, "task killed", figure)
-    assert not failed(results), f"{figure}\nnginx said:\n{deployed.nginx_said(began)}"
+    assert not failed(results), f"{figure}\n{deployed.said(began)}"
     assert deployed.app_hostnames() == before - {killed} | {replacement}
 
 
@@ -314,7 +325,7 @@ def test_rolling_update_fails_no_request(deployed, record):
         docker("rmi", updated, check=False)
     figure = summary(results)
     record(SWARM, "rolling update", figure)
-    assert not failed(results), f"{figure}\nnginx said:\n{deployed.nginx_said(began)}"
+    assert not failed(results), f"{figure}\n{deployed.said(began)}"
     after = deployed.app_hostnames()
     assert not after & before, f"tasks not replaced: {before} -> {after}"
     assert all(
