@@ -49,7 +49,6 @@ OTHER_WHYS = {
     "NGINX_IMAGE": "the base of nginx's image: the official one",
     "APP_NGINX_IMAGE": "nginx's image as built here: NGINX_IMAGE plus the app's static files",
     "SECRETS_DIR": "the folder of the secret files (git-ignored): secret_key",
-    "FAULT_ROUTES": "1 only under flask-stacks' tests (the demo app's /fault/* routes)",
     "METRICS": "1: the app counts its requests for Prometheus (port 9102, never published)",
     "PROMETHEUS_IMAGE": "Prometheus' image: the official one (an LTS release)",
     "NGINX_EXPORTER_IMAGE": "the NGINX Prometheus exporter's image: the official one",
@@ -59,6 +58,7 @@ OTHER_WHYS = {
 }
 SERVICES_FILE = ROOT / "shared/compose/services.yaml"  # the service templates every stack extends
 ENV_FILE = "app.env"  # where an export keeps APP_ENV's settings
+PLUMBING = ("APP_ENV_SHA256", "FAULT_ROUTES")  # make's and the tests' settings (drop_plumbing)
 # shared/<folder>/ that an export keeps as <folder>/ (LOG_FORMAT=json; METRICS; DB, QUEUE, WORKER)
 SAME_FOLDER = ("json-logs", "metrics", "prometheus", "postgres", "redis", "worker")
 PUBLISH_WHY = (
@@ -390,9 +390,23 @@ class Export:
             if value is not None:
                 out[key] = value
         self.set_defaults(out)
+        for service in services.values():
+            self.drop_plumbing(service)
         self.share_app_template(out)
         self.trim_comments(out)
         return out
+
+    def drop_plumbing(self, service: CommentedMap) -> None:
+        """What only `make` and the tests set, which a folder run by `docker compose` never uses:
+        APP_ENV's hash (make's trigger to recreate the app), the demo app's fault routes, and the
+        overlays' packages when none is on."""
+        environment = service.get("environment")
+        if isinstance(environment, dict):
+            for key in PLUMBING:
+                environment.pop(key, None)
+        args = (service.get("build") or {}).get("args")
+        if isinstance(args, dict) and not self.app.feature_packages:
+            args.pop("FEATURE_PACKAGES", None)
 
     def share_app_template(self, out: CommentedMap) -> None:
         """Write once what the app image's services (release, the app servers, a worker) share:
@@ -401,6 +415,7 @@ class Export:
         YAML merges are shallow, so a key a service changes is written whole, as it runs."""
         template = self.service(SERVICES_FILE, "app")
         self.set_defaults(template)
+        self.drop_plumbing(template)
         dedent_comments(template)  # a service's keys (4 spaces in) become x-app's (2)
         services = out["services"]
         group = [
@@ -570,7 +585,7 @@ class Export:
         keys = apps.read_env_file(self.app.env_file, str(self.app.env_file), {})
         return (
             f"# Your app's settings: copy to {ENV_FILE} and fill in. Every app container reads it\n"
-            "# (compose.yaml's env_file): KEY=VALUE a line, the value as written, no quotes.\n"
+            "# (app-env.sh exports it): KEY=VALUE a line, the value as written, no quotes.\n"
             + "".join(f"{key}=\n" for key in keys)
         )
 
