@@ -115,6 +115,23 @@ for file in stacks/*/compose.yaml; do
     nginx_check "$stack" "$service" "${with_overlays[@]}"
 done
 
+# Kubernetes (docs/kubernetes.md): each stack's manifests rendered by kustomize (its ConfigMaps
+# read the files the compose stacks mount, outside the folder: hence the load restrictor), then
+# validated against the API's schemas with unknown fields refused, for the oldest Kubernetes
+# minor still supported upstream
+kubernetes_check() {  # kubernetes_check <kustomize folder>
+  local rendered rc
+  rendered=$(mktemp --suffix=.yaml)
+  kubectl kustomize --load-restrictor LoadRestrictionsNone "$1" >"$rendered" \
+    && $VENV/kubernetes-validate --strict --quiet --kubernetes-version 1.36.0 "$rendered"
+  rc=$?
+  rm -f "$rendered"
+  return "$rc"
+}
+for folder in kubernetes/*/; do
+  check "kustomize + kubernetes-validate: $folder" kubernetes_check "$folder"
+done
+
 if [ ${#failed[@]} -gt 0 ]; then
   printf '\nlint failed: %s\n' "${failed[*]}" >&2
   exit 1
