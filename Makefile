@@ -127,7 +127,7 @@ $(addprefix up-,$(FAMILIES)): up-%: secrets # bring a server family's stacks up 
 $(addprefix down-,$(FAMILIES)): down-%: # stop a server family, remove its containers (volumes stay)
 	@docker compose -f docker-compose.$*.yml down --remove-orphans
 
-lint: ## check every config: ruff, hadolint, shellcheck, compose config, nginx -t, gixy, promtool
+lint: ## check every config: ruff, hadolint, shellcheck, compose config, nginx -t, gixy, promtool, kustomize, kubernetes-validate, checkov
 	@scripts/setup.sh all
 	@scripts/lint.sh
 

@@ -118,18 +118,27 @@ done
 # Kubernetes (docs/kubernetes.md): each stack's manifests rendered by kustomize (its ConfigMaps
 # read the files the compose stacks mount, outside the folder: hence the load restrictor), then
 # validated against the API's schemas with unknown fields refused, for the oldest Kubernetes
-# minor still supported upstream
+# minor still supported upstream; then checkov's Kubernetes checks, each skip with its why:
+#   CKV_K8S_21 (default namespace): the namespace is yours (`kubectl apply -n`, kustomize's)
+#   CKV_K8S_14, CKV_K8S_43 (a tag other than latest, a digest): the images are built here as
+#     :latest; `kustomize edit set image` points them at your registry's digest
+#   CKV_K8S_15 (pull policy Always): IfNotPresent, with a digest the same image, no pull per start
+#   CKV_K8S_11 (CPU limits): CFS throttling stalls requests; the CPU request reserves the core
+#   CKV_K8S_40 (a high UID): nginx runs as its image's own user, 101, as in the compose stacks
+CHECKOV_SKIPS=CKV_K8S_21,CKV_K8S_14,CKV_K8S_43,CKV_K8S_15,CKV_K8S_11,CKV_K8S_40
 kubernetes_check() {  # kubernetes_check <kustomize folder>
   local rendered rc
   rendered=$(mktemp --suffix=.yaml)
   kubectl kustomize --load-restrictor LoadRestrictionsNone "$1" >"$rendered" \
-    && $VENV/kubernetes-validate --strict --quiet --kubernetes-version 1.36.0 "$rendered"
+    && $VENV/kubernetes-validate --strict --quiet --kubernetes-version 1.36.0 "$rendered" \
+    && .venv-checkov/bin/checkov --file "$rendered" --framework kubernetes --skip-download \
+      --compact --quiet --skip-check "$CHECKOV_SKIPS"
   rc=$?
   rm -f "$rendered"
   return "$rc"
 }
 for folder in kubernetes/*/; do
-  check "kustomize + kubernetes-validate: $folder" kubernetes_check "$folder"
+  check "kustomize + kubernetes-validate + checkov: $folder" kubernetes_check "$folder"
 done
 
 if [ ${#failed[@]} -gt 0 ]; then

@@ -225,6 +225,19 @@ ensure_venv() {
   echo "$want" >"$stamp"
 }
 
+# checkov (make lint, the Kubernetes manifests), in its own virtualenv: its pins clash with
+# requirements-dev.txt's
+ensure_checkov() {
+  local stamp=.venv-checkov/.requirements.sha
+  local want
+  want=$(sha256sum requirements-checkov.txt | cut -d' ' -f1)
+  [ "$(cat "$stamp" 2>/dev/null)" = "$want" ] && return 0
+  log "creating .venv-checkov with checkov"
+  python3 -m venv .venv-checkov
+  .venv-checkov/bin/pip install -qq -r requirements-checkov.txt
+  echo "$want" >"$stamp"
+}
+
 case "${1:-all}" in
   venv) ensure_venv ;;
   docker) ensure_engine; ensure_compose; ensure_images ;;
@@ -235,8 +248,12 @@ case "${1:-all}" in
     python3 -c 'import venv, ensurepip' 2>/dev/null || apt_install python3-venv
     ensure_venv &
     venv=$!
+    ensure_checkov &
+    checkov=$!
     ensure_tools; ensure_engine; ensure_compose; ensure_images
     wait "$venv" || die "creating .venv failed (pip's error is above)"
+    wait "$checkov" || die "creating .venv-checkov failed (pip's error is above)"
     ;;
-  *) die "usage: $0 [all|docker|venv|standins]" ;;
+  checkov) ensure_checkov ;;
+  *) die "usage: $0 [all|docker|venv|checkov|standins]" ;;
 esac
