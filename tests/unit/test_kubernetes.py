@@ -107,3 +107,14 @@ def test_named_volumes_settings_and_healthchecks_are_the_compose_stacks(stack):
         test = (service.get("healthcheck") or {}).get("test")
         if test and not (service["healthcheck"].get("disable")):
             assert container["readinessProbe"]["exec"]["command"] == test[1:], f"{stack}: {name}"
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_network_policy_holds_only_this_stacks_pods(stack):
+    """An empty podSelector would restrict every pod of the namespace, not only this stack's."""
+    docs = rendered(stack)
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    pods = deployment["spec"]["template"]["metadata"]["labels"]
+    for policy in [d for d in docs if d["kind"] == "NetworkPolicy"]:
+        selected = policy["spec"]["podSelector"].get("matchLabels") or {}
+        assert selected and selected.items() <= pods.items(), f"{stack}: {policy['spec']}"
