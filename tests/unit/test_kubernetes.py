@@ -6,6 +6,7 @@ stack and forgotten here fails. Needs kubectl (kustomize) and docker compose, no
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 from pathlib import Path, PurePosixPath
@@ -14,14 +15,13 @@ import pytest
 import yaml
 
 from stackctl.apps import ROOT
+from stackctl.export import PLUMBING  # what only make and the tests set: no cluster sets it
 
 STACKS = sorted(p.name for p in (ROOT / "kubernetes").iterdir() if p.is_dir())
-# compose service -> the pod's container of the same role
-CONTAINERS = {"app": "app", "nginx": "nginx", "release": "release"}
-# what only make and the tests set (stackctl/export.py's PLUMBING), and APP_ENV's empty default
-NOT_IN_KUBERNETES = {"APP_ENV_SHA256", "FAULT_ROUTES"}
 
 
+# each read once per stack, by every test (nothing mutates them)
+@functools.cache
 def compose_config(stack: str) -> dict:
     return json.loads(
         subprocess.run(
@@ -32,6 +32,7 @@ def compose_config(stack: str) -> dict:
     )  # fmt: skip
 
 
+@functools.cache
 def rendered(stack: str) -> list[dict]:
     out = subprocess.run(
         ["kubectl", "kustomize", "--load-restrictor", "LoadRestrictionsNone",
@@ -73,7 +74,7 @@ def test_every_file_the_compose_stack_mounts_is_mounted_from_a_configmap(stack):
     configmaps = {d["metadata"]["name"]: d["data"] for d in docs if d["kind"] == "ConfigMap"}
     configs = "".join(text for data in configmaps.values() for text in data.values())
     for name, service in compose_config(stack)["services"].items():
-        container = containers[CONTAINERS[name]]
+        container = containers[name]  # the compose service's role, under its name
         for volume in service.get("volumes", []):
             source = Path(volume.get("source", ""))
             if volume["type"] != "bind" or ROOT not in source.parents:
@@ -92,7 +93,7 @@ def test_named_volumes_settings_and_healthchecks_are_the_compose_stacks(stack):
     spec, containers = pod_containers(rendered(stack))
     volumes = {v["name"]: v for v in spec["volumes"]}
     for name, service in compose_config(stack)["services"].items():
-        container = containers[CONTAINERS[name]]
+        container = containers[name]
         mounts = {m["mountPath"]: volumes[m["name"]] for m in container.get("volumeMounts", [])}
         for volume in service.get("volumes", []):
             if volume["type"] == "volume":
@@ -101,7 +102,7 @@ def test_named_volumes_settings_and_healthchecks_are_the_compose_stacks(stack):
         env = {e["name"]: e["value"] for e in container.get("env", [])}
         wanted = {
             k: str(v) for k, v in (service.get("environment") or {}).items()
-            if k not in NOT_IN_KUBERNETES
+            if k not in PLUMBING
         }  # fmt: skip
         assert env == wanted, f"{stack}: {name}'s settings"
         test = (service.get("healthcheck") or {}).get("test")
