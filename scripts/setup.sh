@@ -212,6 +212,17 @@ ensure_tools() {
   [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
 }
 
+# podman with netavark and aardvark-dns (its network, where pods find each other by name) and
+# catatonit (its pause process): tests/test_kube_play.py plays the Kubernetes manifests with
+# them (harness/podman-containers.conf is its configuration; /etc/containers stays as it is)
+ensure_podman() {
+  local missing=() package
+  for package in podman netavark aardvark-dns catatonit; do
+    dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+  done
+  [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
+}
+
 ensure_venv() {
   local stamp=.venv/.requirements.sha
   local want
@@ -250,7 +261,7 @@ case "${1:-all}" in
     venv=$!
     ensure_checkov &
     checkov=$!
-    ensure_tools; ensure_engine; ensure_compose; ensure_images
+    ensure_tools; ensure_podman; ensure_engine; ensure_compose; ensure_images
     wait "$venv" || die "creating .venv failed (pip's error is above)"
     wait "$checkov" || die "creating .venv-checkov failed (pip's error is above)"
     ;;

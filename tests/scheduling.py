@@ -38,6 +38,7 @@ GROUP_ORDER = (
     "test_app_settings",
     "test_acme",
     "test_bench",
+    "test_kube_play",
     "test_tls",
     "test_families",
 )
