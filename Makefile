@@ -36,7 +36,7 @@ PUBLISHED = '{{.Service}}{{range .Publishers}}{{if .PublishedPort}} {{if eq .Tar
 .DEFAULT_GOAL := help
 FAMILIES := $(patsubst docker-compose.%.yml,%,$(wildcard docker-compose.*.yml))
 
-.PHONY: help setup offline-images certs secrets up down purge run export logs ps lint bench tune test \
+.PHONY: help setup offline-images certs secrets up down purge run export k8s logs ps lint bench tune test \
         backup restore \
         test-unit \
         check-stack \
@@ -104,6 +104,10 @@ FORCE ?=
 export: check-stack ## write DEST: a folder that runs STACK alone (APP=, TLS=1, ACME=1, ALLOWED_IPS=, METRICS=1; FORCE=1 overwrites)
 	@scripts/setup.sh venv
 	@$(VENV)/python scripts/app.py export $(STACK) "$(DEST)" $(if $(TLS),--tls) $(if $(ACME),--acme) $(if $(filter 1,$(METRICS)),--metrics) $(if $(FORCE),--force)
+
+k8s: check-stack ## write DEST/STACK.yaml: STACK's Kubernetes manifests for APP= (docs/kubernetes.md; FORCE=1 overwrites)
+	@scripts/setup.sh venv
+	@$(VENV)/python scripts/app.py k8s $(STACK) "$(DEST)" $(if $(FORCE),--force)
 
 FILE  ?=
 backup: check-stack ## DB=postgres: a dump of STACK's database in backups/ (pg_dump's custom format, checked)

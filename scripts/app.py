@@ -7,6 +7,9 @@
     scripts/app.py secrets         make the app's secrets (APP_SECRETS) in secrets/ if missing
     scripts/app.py export STACK DEST [--tls] [--acme] [--metrics] [--force]
                                    a folder that runs STACK alone (stackctl/export.py)
+    scripts/app.py k8s STACK DEST [--force]
+                                   STACK's Kubernetes manifests for the app, in DEST/STACK.yaml
+                                   (stackctl/kubernetes.py)
     scripts/app.py overlays STACK  the compose files TLS, ACME, ALLOWED_IPS, LOG_FORMAT and METRICS
                                    (as set) add to STACK,
                                    one per line (make lint); exit 2 where one does not apply
@@ -81,7 +84,7 @@ def diagnose(app: apps.App, stack: str, overlays: list[str]) -> None:
             )
 
 
-COMMANDS = ("env", "secrets", "diagnose", "export", "overlays", "nginx")
+COMMANDS = ("env", "secrets", "diagnose", "export", "k8s", "overlays", "nginx")
 
 
 def main(argv: list[str]) -> int:
@@ -110,6 +113,37 @@ def main(argv: list[str]) -> int:
             return 2
         print(f"exported {stack} to {job.dest}: cd there, then `docker compose up --build --wait`")
         print("overlays: " + (", ".join(p.name for p in job.overlays) or "none"))
+        return 0
+    if argv[1] == "k8s":
+        from stackctl import kubernetes  # PyYAML: in .venv (make k8s runs it from there)
+
+        stack, dest = (argv[2:4] + ["", ""])[:2]
+        if not dest:
+            print("error: DEST= names the folder to write, e.g. DEST=../deploy", file=sys.stderr)
+            return 2
+        try:  # a feature switched on is refused, never dropped without a word
+            on = [
+                s
+                for s in ("TLS", "ACME", "METRICS", "ALLOWED_IPS")
+                if os.environ.get(s, "0") != "0"
+            ]
+            on += ["LOG_FORMAT=json"] if apps.log_format(os.environ) == "json" else []
+        except apps.AppError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        if on:
+            print(f"error: {', '.join(on)}: no Kubernetes manifests yet; unset for make k8s",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+        try:
+            apps.ensure_secrets(app.secrets_dir, app.secret_files)
+            target = kubernetes.write(app, stack, Path(dest), force="--force" in argv)
+        except apps.AppError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        print(f"wrote {target}; then:")
+        for step in kubernetes.next_steps(app, stack, target):
+            print("  " + shlex.join(step))
         return 0
     if argv[1] == "diagnose":
         diagnose(app, argv[2], argv[3:])

@@ -117,29 +117,18 @@ done
 
 # Kubernetes (docs/kubernetes.md): each stack's manifests rendered by kustomize (its ConfigMaps
 # read the files the compose stacks mount, outside the folder: hence the load restrictor), then
-# validated against the API's schemas with unknown fields refused, for the oldest Kubernetes
-# minor still supported upstream; then checkov's Kubernetes checks, each skip with its why:
-#   CKV_K8S_21 (default namespace): the namespace is yours (`kubectl apply -n`, kustomize's)
-#   CKV_K8S_14, CKV_K8S_43 (a tag other than latest, a digest): the images are built here as
-#     :latest; `kustomize edit set image` points them at your registry's digest
-#   CKV_K8S_15 (pull policy Always): IfNotPresent, with a digest the same image, no pull per start
-#   CKV_K8S_11 (CPU limits): CFS throttling stalls requests; the CPU request reserves the core
-#   CKV_K8S_40 (a high UID): nginx runs as its image's own user, 101, as in the compose stacks
-CHECKOV_SKIPS=CKV_K8S_21,CKV_K8S_14,CKV_K8S_43,CKV_K8S_15,CKV_K8S_11,CKV_K8S_40
+# scripts/kubernetes-check.sh: the API's schemas and checkov, each skipped check with its why
 rendered=$(mktemp -d)
-kubernetes_render() {  # kubernetes_render <stack>: kustomize, then the schemas
-  kubectl kustomize --load-restrictor LoadRestrictionsNone "kubernetes/$1" >"$rendered/$1.yaml" \
-    && $VENV/kubernetes-validate --strict --quiet --kubernetes-version 1.36.0 "$rendered/$1.yaml"
+kubernetes_render() {  # kubernetes_render <stack>
+  kubectl kustomize --load-restrictor LoadRestrictionsNone "kubernetes/$1" >"$rendered/$1.yaml"
 }
 for folder in kubernetes/*/; do
   stack=$(basename "$folder")
   [ "$stack" != components ] || continue  # the stacks' shared parts, rendered within each
-  check "kustomize + kubernetes-validate: $folder" kubernetes_render "$stack"
+  check "kustomize: $folder" kubernetes_render "$stack"
 done
-# one checkov run for every stack's manifests: its start takes longer than its checks
 mapfile -t manifests < <(find "$rendered" -name '*.yaml' -size +0 | sort)
-check "checkov: ${manifests[*]##*/}" .venv-checkov/bin/checkov "${manifests[@]/#/--file=}" \
-  --framework kubernetes --skip-download --compact --quiet --skip-check "$CHECKOV_SKIPS"
+check "kubernetes-validate + checkov: ${manifests[*]##*/}" scripts/kubernetes-check.sh "${manifests[@]}"
 rm -rf "$rendered"
 
 if [ ${#failed[@]} -gt 0 ]; then

@@ -39,6 +39,7 @@ from pathlib import Path
 
 import pytest
 import requests
+import yaml
 from itsdangerous import URLSafeSerializer
 from markupsafe import escape
 from urllib3.exceptions import NewConnectionError
@@ -56,7 +57,7 @@ from harness.compose import (
     stop_stack,
 )
 from harness.traffic import CLOSE, NGINX_REFUSALS, RATE, raw_request, wait_for
-from stackctl import apps
+from stackctl import apps, kubernetes
 
 
 @dataclass(frozen=True)
@@ -1007,3 +1008,57 @@ def test_graceful_stop_then_data_survives_start(target: Target, record, timed_pa
     if event:  # in its collections folder in the data volume (its settings file says where)
         kept = run_once(target, f"cat instance/collections/collection-root/{event}")
         assert "SUMMARY:Dinner kept by the data volume" in kept, f"{event} is gone after down"
+
+
+def test_make_k8s_writes_the_apps_manifests_that_pass_the_lint_checks(real_apps_folder, tmp_path):
+    """`make k8s` for radicale as its users ship it (installed from PyPI, its settings file
+    named in APP_ENV, an htpasswd secret, APP_STATIC empty, its data elsewhere than Flask's
+    instance folder) on every stack with manifests: its images, settings, secrets and data mount
+    are in them, no value of APP_ENV is, and they pass make lint's Kubernetes checks. The
+    services (DB=) have no manifests yet: refused, with what to do."""
+    real = REAL_APPS["radicale"]
+    folder = fetch(real, real_apps_folder)
+    settings = {
+        **real.settings,
+        "APP": str(folder),
+        "APP_ENV": str(folder.parent / f"{real.folder}.env"),
+        "APP_DATA": "/app/collections",
+    }
+    app = apps.from_settings(settings)
+    written = []
+    for stack in kubernetes.stacks():
+        k8s = subprocess.run(
+            [sys.executable, "scripts/app.py", "k8s", stack, str(tmp_path / stack)],
+            cwd=ROOT, env={**os.environ, **settings}, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert k8s.returncode == 0, k8s.stderr
+        assert "kubectl create configmap app-env" in k8s.stdout, k8s.stdout
+        path = tmp_path / stack / f"{stack}.yaml"
+        text = path.read_text()
+        assert real.env.split("=", 1)[1].strip() not in text, "APP_ENV's value in the manifests"
+        docs = [d for d in yaml.safe_load_all(text) if d]
+        pods = [d["spec"]["template"]["spec"] for d in docs if d["kind"] == "Deployment"]
+        images = {c["image"] for p in pods for c in p.get("initContainers", []) + p["containers"]}
+        assert images <= {app.image, app.nginx_image, app.single_container_image}, images
+        for container in (c for p in pods for c in p.get("initContainers", []) + p["containers"]):
+            if container["name"] not in ("app", "release"):
+                continue
+            env = {e["name"]: e["value"] for e in container["env"]}
+            assert env["HEALTH_PATH"] == "/.web/" and env["SECRETS_AS_ENV"] == "", env
+            assert env["HTPASSWD_FILE"] == "/run/secrets/htpasswd", env
+            mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+            assert mounts.get("/app/collections") == "data" and "/app/instance" not in mounts
+            assert mounts.get("/opt/flask-stacks/app.env") == "app-env", mounts
+        written.append(str(path))
+    check = subprocess.run(
+        ["scripts/kubernetes-check.sh", *written], cwd=ROOT, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert check.returncode == 0, check.stdout[-3000:] + check.stderr[-3000:]
+    refused = subprocess.run(
+        [sys.executable, "scripts/app.py", "k8s", "nginx-uwsgi-tcp", str(tmp_path / "db")],
+        cwd=ROOT, env={**os.environ, **settings, "DB": "postgres"}, capture_output=True,
+        text=True, timeout=120,
+    )  # fmt: skip
+    assert refused.returncode == 2 and "DB=" in refused.stderr, refused.stderr
+    assert not (tmp_path / "db").exists()
