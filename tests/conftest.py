@@ -49,11 +49,13 @@ def pytest_configure(config):
         "any_app: needs no knowledge of the app (its stream asks `probe`): `make test APP=...` "
         "runs it on yours too",
     )
-    # every stack and overlay the tests start probes its health each 2 s, not each 5 s: a
+    # every stack and overlay the tests start probes its health each 3 s, not each 5 s: a
     # start waits for its services' first probes (Docker 20.10 has no start_interval), so this
-    # saves ~6 s per start (1 s probes loaded the busy CI machine enough to fail load tests).
-    # Only the probe's frequency differs from what users run.
-    os.environ.setdefault("HEALTHCHECK_INTERVAL", "2s")
+    # saves seconds per start. Each probe costs ~0.1 s of CPU (an exec and a Python start):
+    # at 1 s they loaded the busy CI machine enough to fail load tests, and at 2 s the ten
+    # containers up on average took a fifth of its two cores. Only the probe's frequency
+    # differs from what users run.
+    os.environ.setdefault("HEALTHCHECK_INTERVAL", "3s")
     # the METRICS stacks' Prometheus scrapes and evaluates every 3 s (harness.metrics)
     folder = Path(tempfile.gettempdir()) / "flask-stacks-prometheus"
     os.environ[metrics.TEST_CONFIG] = str(metrics.write_test_config(folder))
@@ -123,7 +125,7 @@ def running_stack(request, images) -> Stack:
         env["METRICS"] = "1"
         overlays = (*metrics_overlays(request.param), ROOT / "tests/overlays/prometheus-fast.yaml")
         # test_metrics places nginx's own healthchecks between two scrapes from Docker's log of
-        # the last five: at the tests' 2 s they may not reach back past a window's start
+        # the last five: at the tests' 3 s they may not reach back past a window's start
         env["HEALTHCHECK_INTERVAL"] = "5s"
     if log_format == "json":
         overlays += tuple(feature_overlays(request.param, json_logs=True))

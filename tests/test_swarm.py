@@ -254,6 +254,37 @@ def test_files_come_from_swarm_configs_and_tasks_by_dns(deployed):
 
 
 @pytest.mark.timed
+def test_killed_task_fails_no_request_and_is_replaced(deployed, record):
+    began = time.time()  # nginx's log from here is shown beside a failure
+    # first of the module: one of the deployment's three (the scaling check leaves two, and a
+    # lone survivor of two whose own probes fail meanwhile, as on a busy node, is stopped by
+    # Swarm too: nothing serves until the replacement is up; docs/swarm.md)
+    before = deployed.settled_hostnames()
+    assert len(before) == REPLICAS, before
+    slot, killed = next(iter(deployed.slots().items()))
+    victim = next(c for c in deployed.app_containers() if c.startswith(f"{slot}."))
+    with Stream(f"{deployed.url}/whoami", clients=4, limit=120) as stream:
+        stream.wait_for_successes(20, after=0, timeout=10)
+        docker("kill", victim)
+        fault = time.monotonic()
+
+        def replaced() -> bool:  # a new task in the victim's slot, and healthy
+            now = deployed.slots()
+            return deployed.converged(len(before)) and now.get(slot) not in (None, killed)
+
+        wait_for(replaced, 60, f"Swarm replacing the killed task in {slot}")
+        replacement = deployed.slots()[slot]
+        replaced_after = time.monotonic() - fault
+        wait_for(lambda: stream.served_by(replacement, fault), 20, "the replacement served")
+        time.sleep(2)
+    results = stream.stop()
+    figure = f"{summary(results)}; replaced after {replaced_after:.1f} s"
+    record(SWARM, "task killed", figure)
+    assert not failed(results), f"{figure}\n{deployed.said(began)}"
+    assert deployed.app_hostnames() == before - {killed} | {replacement}
+
+
+@pytest.mark.timed
 def test_scaling_up_and_down_fails_no_request(deployed, record):
     began = time.time()  # nginx's log from here is shown beside a failure
     url = f"{deployed.url}/whoami"
@@ -299,39 +330,6 @@ def test_scaling_up_and_down_fails_no_request(deployed, record):
     assert not failed(results), f"{figure}\n{deployed.said(began)}"
     served_after = {r.body["hostname"] for r in stream.since(settled) if isinstance(r.body, dict)}
     assert served_after == remaining, f"served by {served_after}, running {remaining}"
-
-
-@pytest.mark.timed
-def test_killed_task_fails_no_request_and_is_replaced(deployed, record):
-    began = time.time()  # nginx's log from here is shown beside a failure
-    # the deployment's own count (the scaling check leaves 2): a lone survivor of 2 carries every
-    # request, and if its own healthcheck fails meanwhile (slow probes on a busy node, as in CI),
-    # Swarm stops it too and nothing serves until the replacement is up (docs/swarm.md)
-    docker(
-        "service", "scale", "--detach=false", f"{deployed.service('app')}={REPLICAS}", timeout=180
-    )
-    before = deployed.settled_hostnames()
-    slot, killed = next(iter(deployed.slots().items()))
-    victim = next(c for c in deployed.app_containers() if c.startswith(f"{slot}."))
-    with Stream(f"{deployed.url}/whoami", clients=4, limit=120) as stream:
-        stream.wait_for_successes(20, after=0, timeout=10)
-        docker("kill", victim)
-        fault = time.monotonic()
-
-        def replaced() -> bool:  # a new task in the victim's slot, and healthy
-            now = deployed.slots()
-            return deployed.converged(len(before)) and now.get(slot) not in (None, killed)
-
-        wait_for(replaced, 60, f"Swarm replacing the killed task in {slot}")
-        replacement = deployed.slots()[slot]
-        replaced_after = time.monotonic() - fault
-        wait_for(lambda: stream.served_by(replacement, fault), 20, "the replacement served")
-        time.sleep(2)
-    results = stream.stop()
-    figure = f"{summary(results)}; replaced after {replaced_after:.1f} s"
-    record(SWARM, "task killed", figure)
-    assert not failed(results), f"{figure}\n{deployed.said(began)}"
-    assert deployed.app_hostnames() == before - {killed} | {replacement}
 
 
 @pytest.mark.timed
