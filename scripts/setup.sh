@@ -203,21 +203,17 @@ ensure_images() {
 }
 
 # Host tools the checks call: shellcheck (make lint), httperf (single-container's load test),
-# wrk and h2load (make bench; h2load is in Debian's nghttp2-client).
+# wrk and h2load (make bench; h2load is in Debian's nghttp2-client); podman with netavark and
+# aardvark-dns (its network, where pods find each other by name) and catatonit (its pause
+# process), which tests/test_kube_play.py plays the Kubernetes manifests with
+# (harness/podman-containers.conf is its configuration; /etc/containers stays as it is).
+# One apt run for all of them.
 ensure_tools() {
-  local missing=() tool
-  for tool in shellcheck httperf wrk h2load:nghttp2-client; do
+  local missing=() tool package
+  for tool in shellcheck httperf wrk h2load:nghttp2-client podman; do
     command -v "${tool%%:*}" >/dev/null || missing+=("${tool#*:}")
   done
-  [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
-}
-
-# podman with netavark and aardvark-dns (its network, where pods find each other by name) and
-# catatonit (its pause process): tests/test_kube_play.py plays the Kubernetes manifests with
-# them (harness/podman-containers.conf is its configuration; /etc/containers stays as it is)
-ensure_podman() {
-  local missing=() package
-  for package in podman netavark aardvark-dns catatonit; do
+  for package in netavark aardvark-dns catatonit; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
   done
   [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
@@ -261,7 +257,7 @@ case "${1:-all}" in
     venv=$!
     ensure_checkov &
     checkov=$!
-    ensure_tools; ensure_podman; ensure_engine; ensure_compose; ensure_images
+    ensure_tools; ensure_engine; ensure_compose; ensure_images
     wait "$venv" || die "creating .venv failed (pip's error is above)"
     wait "$checkov" || die "creating .venv-checkov failed (pip's error is above)"
     ;;
