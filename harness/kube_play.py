@@ -36,6 +36,7 @@ from pathlib import Path
 
 import yaml
 
+from stackctl import kubernetes
 from stackctl.stacks import ROOT
 
 # podman reads this file instead of /etc/containers/containers.conf: the machine's own stays
@@ -54,9 +55,12 @@ print(connection.getresponse().status, flush=True)
 """
 
 
-def podman(*args: str, timeout: float = 180, check: bool = True) -> subprocess.CompletedProcess:
+def podman(
+    *args: str, timeout: float = 180, check: bool = True, stdin=None
+) -> subprocess.CompletedProcess:
     result = subprocess.run(
         ["podman", *args],
+        stdin=stdin,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -66,16 +70,6 @@ def podman(*args: str, timeout: float = 180, check: bool = True) -> subprocess.C
     if check and result.returncode:
         raise RuntimeError(f"podman {' '.join(args)}: {(result.stderr or result.stdout)[-3000:]}")
     return result
-
-
-def render(stack: str) -> list[dict]:
-    """kubernetes/<stack> as kustomize renders it (what `kubectl apply` would get)."""
-    out = subprocess.run(
-        ["kubectl", "kustomize", "--load-restrictor", "LoadRestrictionsNone",
-         f"kubernetes/{stack}"],
-        cwd=ROOT, capture_output=True, text=True, check=True, timeout=60,
-    ).stdout  # fmt: skip
-    return [doc for doc in yaml.safe_load_all(out) if doc]
 
 
 def images_of(docs: list[dict]) -> set[str]:
@@ -103,14 +97,7 @@ def load_images(images: list[str]) -> None:
             missing.append(image)
     if missing:
         save = subprocess.Popen(["docker", "save", *missing], stdout=subprocess.PIPE)
-        load = subprocess.run(
-            ["podman", "load", "--quiet"],
-            stdin=save.stdout,
-            capture_output=True,
-            env={**os.environ, "CONTAINERS_CONF": str(CONTAINERS_CONF)},
-            timeout=300,
-            check=False,
-        )
+        load = podman("load", "--quiet", stdin=save.stdout, timeout=300, check=False)
         save.stdout.close()
         if save.wait() or load.returncode:
             raise RuntimeError(f"docker save | podman load {missing}: {load.stderr[-2000:]}")
@@ -152,7 +139,7 @@ class Play:
 
     def write(self) -> None:
         """Render the manifests and write the adapted ones (module docstring) with their files."""
-        self.docs = render(self.stack)
+        self.docs = kubernetes.manifests(self.stack)
         if self.folder.exists():
             shutil.rmtree(self.folder)
         self.folder.mkdir(parents=True)

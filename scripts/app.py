@@ -122,17 +122,13 @@ def main(argv: list[str]) -> int:
             print("error: DEST= names the folder to write, e.g. DEST=../deploy", file=sys.stderr)
             return 2
         try:  # a feature switched on is refused, never dropped without a word
-            on = [
-                s
-                for s in ("TLS", "ACME", "METRICS", "ALLOWED_IPS")
-                if os.environ.get(s, "0") != "0"
-            ]
-            on += ["LOG_FORMAT=json"] if apps.log_format(os.environ) == "json" else []
-        except apps.AppError as error:
+            on = apps.requested_overlays(stack, os.environ)
+        except (stacks.OverlayError, apps.AppError) as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
         if on:
-            print(f"error: {', '.join(on)}: no Kubernetes manifests yet; unset for make k8s",
+            print(f"error: {', '.join(p.name for p in on)}: no Kubernetes manifests yet; unset "
+                  "TLS, ACME, ALLOWED_IPS, LOG_FORMAT=json and METRICS for make k8s",
                   file=sys.stderr)  # fmt: skip
             return 2
         try:

@@ -39,6 +39,23 @@ def stacks() -> list[str]:
     )
 
 
+def kustomize(folder: Path) -> str:
+    """`kubectl kustomize` of a folder. The load restrictor is lifted: the stacks' ConfigMaps
+    read the files the compose stacks mount, outside their folders. AppError: kustomize's own."""
+    result = subprocess.run(
+        ["kubectl", "kustomize", "--load-restrictor", "LoadRestrictionsNone", str(folder)],
+        cwd=ROOT, capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    if result.returncode:
+        raise AppError(f"kustomize could not render {folder}: {result.stderr.strip()}")
+    return result.stdout
+
+
+def manifests(stack: str) -> list[dict]:
+    """kubernetes/<stack> as kustomize renders it (what `kubectl apply` would get), by document."""
+    return [doc for doc in yaml.safe_load_all(kustomize(ROOT / "kubernetes" / stack)) if doc]
+
+
 def overlay(app: App, stack: str, base: Path) -> dict:
     """The kustomization that turns the stack's manifests into the app's."""
     extra = app.secret_names[1:]  # secret_key's variable is the stack's own
@@ -115,13 +132,7 @@ def render(app: App, stack: str) -> str:
         (base / "kustomization.yaml").write_text(
             yaml.safe_dump(overlay(app, stack, base), sort_keys=False)
         )
-        result = subprocess.run(
-            ["kubectl", "kustomize", "--load-restrictor", "LoadRestrictionsNone", folder],
-            capture_output=True, text=True, check=False, timeout=120,
-        )  # fmt: skip
-    if result.returncode:
-        raise AppError(f"kustomize could not render {stack} for the app: {result.stderr.strip()}")
-    return result.stdout
+        return kustomize(base)
 
 
 def write(app: App, stack: str, dest: Path, force: bool = False) -> Path:

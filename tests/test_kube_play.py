@@ -10,18 +10,17 @@ kube network."""
 
 from __future__ import annotations
 
-import shutil
 import uuid
 
 import pytest
 import requests
 
-from harness.kube_play import Play, images_of, load_images, podman, render
+from harness.kube_play import Play, images_of, load_images, podman
 from harness.tls import free_port
 from harness.traffic import wait_for
+from stackctl import kubernetes
 
-STACKS = ("nginx-uwsgi-socket", "nginx-uwsgi-tcp", "nginx-gunicorn-gevent", "load-balanced-pair",
-          "single-container")  # fmt: skip
+STACKS = kubernetes.stacks()
 SERVER = {"nginx-gunicorn-gevent": "gunicorn/"}  # /whoami's server; the others' are uWSGI
 DATA = "/app/instance"  # APP_DATA, on the claim app-data
 # played again on their volume after the stop: one pod for nginx and the app, and pods of their
@@ -32,7 +31,7 @@ REPLAYED = ("nginx-uwsgi-socket", "nginx-uwsgi-tcp")
 @pytest.fixture(scope="module")
 def podman_images(images) -> list[str]:
     """The images the manifests name, copied into podman's store once (and removed after)."""
-    needed = sorted(set().union(*(images_of(render(stack)) for stack in STACKS)))
+    needed = sorted(set().union(*(images_of(kubernetes.manifests(stack)) for stack in STACKS)))
     load_images(needed)
     yield needed
     podman("rmi", "--force", *needed, check=False)
@@ -54,7 +53,6 @@ def played(request, podman_images, tmp_path_factory):
         raise
     finally:
         play.remove()
-        shutil.rmtree(play.folder, ignore_errors=True)
 
 
 # one test per stack, its checks in this order (the last stops the pods): the scheduler keeps

@@ -56,6 +56,7 @@ from harness.compose import (
     start_stack,
     stop_stack,
 )
+from harness.kube_play import images_of
 from harness.traffic import CLOSE, NGINX_REFUSALS, RATE, raw_request, wait_for
 from stackctl import apps, kubernetes
 
@@ -1038,7 +1039,7 @@ def test_make_k8s_writes_the_apps_manifests_that_pass_the_lint_checks(real_apps_
         assert real.env.split("=", 1)[1].strip() not in text, "APP_ENV's value in the manifests"
         docs = [d for d in yaml.safe_load_all(text) if d]
         pods = [d["spec"]["template"]["spec"] for d in docs if d["kind"] == "Deployment"]
-        images = {c["image"] for p in pods for c in p.get("initContainers", []) + p["containers"]}
+        images = images_of(docs)
         assert images <= {app.image, app.nginx_image, app.single_container_image}, images
         for container in (c for p in pods for c in p.get("initContainers", []) + p["containers"]):
             if container["name"] not in ("app", "release"):

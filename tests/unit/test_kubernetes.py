@@ -15,14 +15,12 @@ import subprocess
 from pathlib import Path, PurePosixPath
 
 import pytest
-import yaml
 
+from stackctl import kubernetes
 from stackctl.apps import ROOT
 from stackctl.export import PLUMBING  # what only make and the tests set: no cluster sets it
 
-STACKS = sorted(
-    p.name for p in (ROOT / "kubernetes").iterdir() if (p / "kustomization.yaml").is_file()
-)
+STACKS = kubernetes.stacks()
 
 # What a compose stack mounts or sets that its manifests leave out on purpose, and why
 RERESOLVER = "/docker-entrypoint.d/50-reresolve-upstreams.sh"
@@ -53,12 +51,7 @@ def compose_config(stack: str) -> dict:
 
 @functools.cache
 def rendered(stack: str) -> list[dict]:
-    out = subprocess.run(
-        ["kubectl", "kustomize", "--load-restrictor", "LoadRestrictionsNone",
-         f"kubernetes/{stack}"],
-        cwd=ROOT, capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    return [doc for doc in yaml.safe_load_all(out) if doc]
+    return kubernetes.manifests(stack)
 
 
 def of_kind(docs: list[dict], kind: str) -> list[dict]:
